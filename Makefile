@@ -1,0 +1,84 @@
+# bulletproof-mail: two commands on a fresh machine: `make up` (deploy the local default) and
+# `make test` (all test tiers). Everything else installs itself on first use.
+SHELL := /bin/bash
+STACK ?= local
+
+CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bulletproof-mail
+PULUMI_VERSION := v3.274.1
+TOOLS_BIN := $(CACHE)/pulumi-$(PULUMI_VERSION)/bin
+VENV := .venv
+PY := $(VENV)/bin/python
+
+export PATH := $(TOOLS_BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+# State in the project (gitignored), plugins in a per-machine home: no `pulumi login`, no
+# writes to a shared home, and a missing plugin is an error instead of a download.
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+export PULUMI_HOME ?= $(CACHE)/pulumi-home
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK := true
+# The local stack's documented default passphrase (its secrets never leave this machine);
+# every other stack must bring its own.
+ifeq ($(STACK),local)
+export PULUMI_CONFIG_PASSPHRASE ?= bulletproof-local
+endif
+
+PULUMI := pulumi --non-interactive
+PULUMI_STACK := $(PULUMI) --stack $(STACK)
+
+.PHONY: tools venv host-packages prereqs stack up preview down refresh verify outputs test test-unit test-integration test-e2e bench
+
+tools:
+	@tools/build-pulumi.sh >/dev/null
+
+host-packages:
+	@tools/host-packages.sh
+
+$(VENV)/.locked: requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	@touch $@
+
+venv: $(VENV)/.locked
+
+prereqs: tools host-packages venv
+
+passphrase:
+	@if [ -z "$${PULUMI_CONFIG_PASSPHRASE:-}$${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then \
+	  echo "error: stack '$(STACK)' needs a secrets passphrase: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) before running make." >&2; exit 2; fi
+
+stack: prereqs passphrase
+	@mkdir -p .pulumi-state
+	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null
+
+# Refresh first: containers and servers from an earlier session are gone in the next one,
+# and `up` must bring them back.
+up: stack
+	$(PULUMI_STACK) up --yes --refresh --skip-preview
+
+preview: stack
+	$(PULUMI_STACK) preview --diff
+
+refresh: stack
+	$(PULUMI_STACK) refresh --yes
+
+down: stack
+	$(PULUMI_STACK) destroy --yes
+	@$(PY) -m localcloud stop-all --stack $(STACK)
+
+verify: stack
+	@$(PY) -m components.verify_cli --stack $(STACK)
+
+outputs: stack
+	@echo "outputs: secrets are shown in clear text" >&2
+	@$(PULUMI_STACK) stack output --json --show-secrets
+
+# Cheap tiers first; the e2e tier deploys throwaway stacks with their own state.
+test: prereqs
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+test-unit: venv
+	$(PY) -m pytest -m unit
+
+bench: prereqs
+	@for b in bench/*.py; do $(PY) $$b; done
