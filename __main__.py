@@ -1,0 +1,67 @@
+"""bulletproof-mail: load the validated stack config, build one MailServer, export outputs."""
+import json
+import pathlib
+import sys
+
+import pulumi
+
+from components import config
+from components.mail_server import MailServer
+
+
+
+def _records_by_name(records: list) -> dict:
+    """[(fqdn, type, values)] -> {fqdn: {type: values}}"""
+    out: dict = {}
+    for fqdn, rtype, values in records:
+        out.setdefault(fqdn, {})[rtype] = values
+    return out
+
+
+stack = pulumi.get_stack()
+_cfg = pulumi.Config()
+_KEYS = ("backend", "region", "residency", "domain", "hostname", "users", "aliases", "dkim_selector",
+         "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify")
+
+
+def _value(key: str):
+    """Structured values arrive as JSON text, plain strings as themselves."""
+    raw = _cfg.get(key)
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+try:
+    cfg = config.load({k: _value(k) for k in _KEYS if _cfg.get(k) is not None}, stack)
+except config.ConfigError as err:
+    # One clear line per problem, before any resource is declared.
+    for line in err.errors:
+        pulumi.log.error(line)
+    sys.exit(32)  # the launcher's "already told the user" exit code: no Python traceback
+
+mail = MailServer("mail", cfg, stack, str(pathlib.Path(__file__).resolve().parent))
+
+pulumi.export("domain", cfg.domain)
+pulumi.export("fqdn", mail.fqdn)
+pulumi.export("host_ipv4", mail.ipv4)
+pulumi.export("host_ipv6", mail.ipv6)
+pulumi.export("region", cfg.region)
+pulumi.export("ssh_target", mail.ipv4.apply(lambda ip: f"root@{ip}"))
+pulumi.export("ssh_private_key", mail.ssh_private_key)
+pulumi.export("dns_server", mail.dns_server)
+_records = list(mail.records.values()) + mail.rdns
+pulumi.export("dns_records", pulumi.Output.all(
+    *[pulumi.Output.all(r.fqdn, r.type, r.values) for r in _records]).apply(_records_by_name))
+pulumi.export("dkim_selector", cfg.dkim_selector)
+pulumi.export("dkim_txt", mail.dkim_txt)
+pulumi.export("mail_users", [u.address for u in cfg.users])
+pulumi.export("mail_passwords", pulumi.Output.secret(mail.passwords))
+if mail.verification is not None:
+    pulumi.export("verification", pulumi.Output.all(mail.verification.passed, mail.verification.failed).apply(
+        lambda v: {"passed": v[0], "failed": v[1]}))
+if cfg.is_local:
+    first = cfg.users[0].address
+    pulumi.export("test_user", first)
+    pulumi.export("test_password", mail.passwords[first])

@@ -1,0 +1,95 @@
+"""Put the agent's secrets (and, after first boot, the agent and its spec) on a host and apply.
+
+First boot: cloud-init (user-data) already carries the agent and the readable spec, and waits
+for the secrets file; we upload it and wait for the agent's report of that run. Later changes:
+we copy the agent and the spec over SSH and run it ourselves. Either way the deploy fails with
+the agent's own error.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+
+from components import remote
+
+AGENT = "/usr/local/sbin/bulletproof-agent"
+SPEC = "/etc/bulletproof-mail/spec.json"
+SECRETS = "/etc/bulletproof-mail/secrets.json"
+STATE = "/var/lib/bulletproof-mail/state.json"
+FIRSTBOOT_LOG = "/var/log/bulletproof-agent-firstboot.log"
+
+
+class AgentRunError(RuntimeError):
+    pass
+
+
+@dataclass
+class Target:
+    host: str
+    private_key_pem: str
+    known_hosts: str | None = None
+    user: str = "root"
+
+
+def apply_command(run_id: str) -> str:
+    return (f"{AGENT} apply --spec {SPEC} --secrets {SECRETS} "
+            f"--run-id {shlex.quote(run_id)} --json")
+
+
+def _state(client) -> dict | None:
+    raw = remote.get(client, STATE)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _checked(state: dict) -> dict:
+    if state.get("status") != "ok":
+        raise AgentRunError(f"the agent failed on the host (run {state.get('run_id')}): "
+                            f"{state.get('error') or 'no error text in the report'}")
+    return state
+
+
+def _wait_first_boot(client, run_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = _state(client)
+        if state and state.get("run_id") == run_id:
+            return _checked(state)
+        done = remote.run(client, "cloud-init status 2>/dev/null || true").stdout
+        if "status: done" in done or "status: error" in done:
+            state = _state(client)
+            if state and state.get("run_id") == run_id:
+                return _checked(state)
+            log = remote.run(client, f"tail -n 20 {FIRSTBOOT_LOG} 2>/dev/null").stdout
+            raise AgentRunError(f"first boot ended without a report for run {run_id}:\n{log}")
+        time.sleep(3)
+    raise AgentRunError(f"no agent report for run {run_id} after {timeout:.0f} s "
+                        f"(see {FIRSTBOOT_LOG} on the host)")
+
+
+def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run_id: str,
+           boot_run_id: str, timeout: float = 1200) -> dict:
+    """Make the host run the agent for `run_id`; return the agent's report."""
+    client = remote.connect(target.host, target.private_key_pem, user=target.user,
+                            known_hosts=target.known_hosts)
+    try:
+        remote.put(client, SECRETS, secrets_json.encode(), 0o600)
+        state = _state(client)
+        if state and state.get("run_id") == run_id:
+            return _checked(state)
+        if run_id == boot_run_id and not (state and state.get("run_id") != run_id):
+            return _wait_first_boot(client, run_id, timeout)
+        remote.put(client, AGENT, zipapp, 0o755)
+        remote.put(client, SPEC, spec_json.encode(), 0o600)
+        result = remote.run(client, apply_command(run_id), timeout=timeout)
+        state = _state(client)
+        if result.rc != 0 or not state or state.get("run_id") != run_id:
+            detail = (state or {}).get("error") or result.stderr.strip() or result.stdout.strip()
+            raise AgentRunError(f"the agent failed on the host (run {run_id}): {detail}")
+        return _checked(state)
+    finally:
+        client.close()

@@ -1,0 +1,69 @@
+"""Builds the agent's spec from the stack config, with agent/spec.py as the one contract.
+
+The readable part and the secrets are built apart: the readable part is plain state (a preview
+diff says what changed), the secrets (password hashes, DKIM key) stay Pulumi secrets and reach
+the host over SSH, never in user-data.
+"""
+from __future__ import annotations
+
+import json
+
+from agent import spec as agent_spec
+from components.config import StackConfig
+
+# Placeholders that satisfy the agent's checks when validating the readable part at preview.
+_PLACEHOLDER_HASH = "{SHA512-CRYPT}$6$rounds=5000$placeholder$" + "x" * 86
+_PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE KEY-----\n"
+
+
+def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[str],
+                stub_zones: list[dict] | None = None) -> dict:
+    """The readable spec; raises agent SpecError (every problem listed) if the agent would refuse it."""
+    aliases: dict[str, list[str]] = {k: [v] if isinstance(v, str) else list(v) for k, v in cfg.aliases.items()}
+    first = cfg.users[0].address
+    for role in ("postmaster", "abuse"):  # RFC 2142
+        aliases.setdefault(f"{role}@{cfg.domain}", [first])
+    spec = {
+        "version": agent_spec.SPEC_VERSION,
+        "domain": cfg.domain,
+        "hostname": cfg.fqdn,
+        "ipv4": ipv4,
+        "ipv6": ipv6,
+        "users": [{"address": u.address, "quota_mb": u.quota_mb} for u in cfg.users],
+        "aliases": aliases,
+        "dkim": {"selector": cfg.dkim_selector},
+        "tls": {"mode": "self-signed"},
+        "postscreen": {
+            "dnsbl_sites": [{"zone": s.site, "weight": s.weight} for s in cfg.dnsbl_sites],
+            "dnsbl_threshold": cfg.dnsbl_threshold,
+            "allowlist": [],
+        },
+        "resolver": {
+            "forwarders": forwarders,
+            "stub_zones": stub_zones or [],
+            # The local test zones are unsigned; real stacks keep DNSSEC validation.
+            "insecure_domains": ["test"] if cfg.is_local else [],
+        },
+    }
+    validate(spec)
+    return spec
+
+
+def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str) -> dict:
+    return {"passwords": dict(password_hashes), "dkim_private_key_pem": dkim_private_key_pem}
+
+
+def validate(public: dict) -> None:
+    placeholders = secrets({u["address"]: _PLACEHOLDER_HASH for u in public["users"]}, _PLACEHOLDER_KEY)
+    try:
+        agent_spec.load(agent_spec.merge(public, placeholders))
+    except agent_spec.SpecError as err:
+        # A placeholder key is not a real PEM: only the readable part's errors matter here.
+        real = [e for e in err.errors if "private_key" not in e and "password_hash" not in e]
+        if real:
+            raise agent_spec.SpecError(real) from None
+
+
+def to_json(data: dict) -> str:
+    """Canonical JSON, so the same spec always gives the same bytes (and run id)."""
+    return json.dumps(data, sort_keys=True, indent=1) + "\n"

@@ -1,0 +1,93 @@
+"""Bootstrap: the agent and its spec, first boot through user-data, later runs over SSH.
+
+The readable spec and the secrets are separate inputs, so a preview says which spec field
+changed while the keys and hashes show only as [secret]. A run is triggered by the hash of the
+spec and of the agent zipapp (the run id) or by a new host; anything else is a no-op.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import pathlib
+from dataclasses import dataclass
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+from components import user_data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=1)
+def agent_zipapp() -> bytes:
+    """The agent zipapp (reproducible: same sources, same bytes), built once per program run."""
+    from agent import build
+    return build.build_bytes(str(ROOT))
+
+
+class _AgentRunProvider(ResourceProvider):
+    def create(self, props):
+        return CreateResult(id_=props["run_id"], outs=self._run(props))
+
+    def update(self, _id, _olds, news):
+        return UpdateResult(outs=self._run(news))
+
+    def diff(self, _id, olds, news):
+        keys = ("host_id", "run_id", "secrets_hash", "host")
+        changed = [k for k in keys if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[])
+
+    def _run(self, props):
+        import base64 as b64
+        from components import agent_deploy
+
+        target = agent_deploy.Target(props["host"], props["ssh_private_key"],
+                                     known_hosts=props["known_hosts"])
+        report = agent_deploy.deploy(target, props["spec_json"], props["secrets_json"],
+                                     b64.b64decode(props["zipapp_b64"]), props["run_id"],
+                                     props["boot_run_id"])
+        steps = report.get("steps", [])
+        return {**props, "changed_steps": sorted(s["name"] for s in steps if s.get("changed")),
+                "dkim_txt": report.get("dkim_txt"), "versions": report.get("versions", {})}
+
+
+class AgentRun(Resource):
+    changed_steps: pulumi.Output[list]
+    dkim_txt: pulumi.Output[str]
+
+
+@dataclass
+class BootstrapArgs:
+    host: pulumi.Input[str]            # address the stack reaches the host's sshd at
+    host_id: pulumi.Input[str]         # changes when the host is recreated
+    boot_run_id: pulumi.Input[str]     # the run its user-data performs at first boot
+    ssh_private_key: pulumi.Input[str]
+    known_hosts: str
+    spec_json: pulumi.Input[str]
+    secrets_json: pulumi.Input[str]
+
+
+class Bootstrap(pulumi.ComponentResource):
+    """Runs the agent on the host for the current spec and agent; outputs the agent's report."""
+
+    def __init__(self, name: str, args: BootstrapArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("bulletproof:mail:Bootstrap", name, None, opts)
+        zipapp = agent_zipapp()
+        run_id = pulumi.Output.from_input(args.spec_json).apply(lambda s: user_data.run_id(s, zipapp))
+        # A hash of the secrets as a plain trigger: new keys or hashes re-run the agent while the
+        # preview still shows no secret (sha256 of high-entropy values reveals nothing).
+        secrets_hash = pulumi.Output.unsecret(pulumi.Output.from_input(args.secrets_json).apply(
+            lambda s: hashlib.sha256(s.encode()).hexdigest()[:16]))
+        self.run = AgentRun(_AgentRunProvider(), f"{name}-agent", {
+            "host": args.host, "host_id": args.host_id, "boot_run_id": args.boot_run_id,
+            "ssh_private_key": pulumi.Output.secret(args.ssh_private_key),
+            "known_hosts": args.known_hosts, "spec_json": args.spec_json,
+            "secrets_json": pulumi.Output.secret(args.secrets_json), "secrets_hash": secrets_hash,
+            "zipapp_b64": base64.b64encode(zipapp).decode(), "run_id": run_id,
+            "changed_steps": None, "dkim_txt": None, "versions": None,
+        }, pulumi.ResourceOptions(parent=self, additional_secret_outputs=["ssh_private_key", "secrets_json"],
+                                  custom_timeouts=pulumi.CustomTimeouts(create="25m", update="25m")))
+        self.run_id = run_id
+        self.register_outputs({"run_id": run_id, "dkim_txt": self.run.dkim_txt})

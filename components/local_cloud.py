@@ -1,0 +1,154 @@
+"""The local "cloud" as resources: bridge, DNS server, package proxy, sink and the VPS container.
+
+Each is a small dynamic provider over the `localcloud` package (the one owner of these
+processes), with `read` telling the engine when the thing is gone, so `pulumi refresh` notices a
+container or server that an earlier session left behind and `up` brings it back. Providers
+import inside methods: their code is serialized into the state, and a change to it is a diff.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+
+
+def _names(props: dict[str, Any]):
+    from localcloud import naming
+    return naming.stack_names(props["stack"], props["checkout"])
+
+
+def _replace_on(olds: dict, news: dict, keys: tuple[str, ...]) -> DiffResult:
+    changed = [k for k in keys if olds.get(k) != news.get(k)]
+    return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
+
+
+class _BridgeProvider(ResourceProvider):
+    def create(self, props):
+        from localcloud import network
+        bridge = network.ensure_bridge(_names(props))
+        return CreateResult(id_=bridge.name, outs={**props, "gateway": str(bridge.ipv4),
+                                                   "gateway6": str(bridge.ipv6)})
+
+    def read(self, id_, props):
+        from localcloud import network
+        return ReadResult(id_ if network.bridge_exists(id_) else "", props)
+
+    def diff(self, _id, olds, news):
+        return _replace_on(olds, news, ("stack", "checkout"))
+
+    def delete(self, _id, props):
+        from localcloud import network
+        network.remove_bridge(_names(props))
+
+
+class Bridge(Resource):
+    """The stack's host-side bridge; `gateway`/`gateway6` are the host's addresses on it."""
+
+    gateway: pulumi.Output[str]
+    gateway6: pulumi.Output[str]
+
+    def __init__(self, name: str, stack: str, checkout: str, opts=None):
+        super().__init__(_BridgeProvider(), name, {"stack": stack, "checkout": checkout,
+                                                   "gateway": None, "gateway6": None}, opts)
+
+
+class _ServiceProvider(ResourceProvider):
+    """A host-side daemon of the stack: `kind` is dns, proxy or sink."""
+
+    def create(self, props):
+        import ipaddress
+        from localcloud import aptproxy, dns, sink
+
+        names, gateway = _names(props), ipaddress.ip_interface(props["gateway"])
+        state = names.runtime_dir / props["kind"]
+        outs = {**props}
+        if props["kind"] == "proxy":
+            outs["url"] = aptproxy.start(names, gateway).url
+        elif props["kind"] == "sink":
+            sink.start(state, str(gateway.ip), 25)
+            outs["url"] = f"smtp://{gateway.ip}:25"
+        else:
+            z = props["zones"]
+            zones = dns.local_zones(z["domain"], z["subnet"], z["subnet6"], str(gateway.ip))
+            dns.start(state, str(gateway.ip), 53, zones, f"{names.stack_id}-key")
+            tsig = dns.read_tsig(state)
+            outs.update(url=f"{gateway.ip}:53", tsig_name=tsig.name,
+                        tsig_algorithm=tsig.algorithm, tsig_secret=tsig.secret)
+        return CreateResult(id_=f"{names.stack_id}-{props['kind']}", outs=outs)
+
+    def read(self, id_, props):
+        from localcloud import aptproxy, dns, sink
+        names = _names(props)
+        state = names.runtime_dir / props["kind"]
+        running = {"proxy": lambda: aptproxy.status(names) is not None,
+                   "sink": lambda: sink.status(state),
+                   "dns": lambda: dns.status(state).running}[props["kind"]]()
+        return ReadResult(id_ if running else "", props)
+
+    def diff(self, _id, olds, news):
+        return _replace_on(olds, news, ("stack", "checkout", "kind", "gateway", "zones"))
+
+    def delete(self, _id, props):
+        from localcloud import aptproxy, dns, sink
+        names = _names(props)
+        state = names.runtime_dir / props["kind"]
+        {"proxy": lambda: aptproxy.stop(names), "sink": lambda: sink.stop(state),
+         "dns": lambda: dns.stop(state)}[props["kind"]]()
+
+
+class HostService(Resource):
+    """A daemon on the stack's bridge address: the DNS server, the package proxy or the sink."""
+
+    url: pulumi.Output[str]
+    tsig_name: pulumi.Output[str]
+    tsig_algorithm: pulumi.Output[str]
+    tsig_secret: pulumi.Output[str]
+
+    def __init__(self, name: str, kind: str, stack: str, checkout: str, gateway: pulumi.Input[str],
+                 zones: pulumi.Input[dict] | None = None, opts=None):
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["tsig_secret"]))
+        super().__init__(_ServiceProvider(), name, {
+            "kind": kind, "stack": stack, "checkout": checkout, "gateway": gateway, "zones": zones,
+            "url": None, "tsig_name": None, "tsig_algorithm": None, "tsig_secret": None}, opts)
+
+
+class _MachineProvider(ResourceProvider):
+    def create(self, props):
+        import base64
+        from localcloud import container
+
+        names = _names(props)
+        container.start(
+            names, props["host"], bridge=props["bridge"], ipv4=props["ipv4"], ipv6=props["ipv6"],
+            nameserver=props["nameserver"], apt_proxy_url=props["apt_proxy_url"],
+            authorized_keys=[props["ssh_public_key"]], hostname=props["fqdn"],
+            user_data=base64.b64decode(props["user_data"]),
+            meta_data={"instance-id": props["instance_id"], "local-hostname": props["fqdn"]})
+        container.wait_ssh(props["ipv4"].split("/")[0], timeout=120)
+        return CreateResult(id_=names.machine(props["host"]), outs={**props})
+
+    def read(self, id_, props):
+        from localcloud import container
+        return ReadResult(id_ if container.status(_names(props), props["host"]) else "", props)
+
+    def diff(self, _id, olds, news):
+        # user-data only matters at first boot; later changes are applied over SSH, never by
+        # rebuilding the host (the component also lists it in ignore_changes).
+        return _replace_on(olds, news, ("stack", "checkout", "host", "bridge", "ipv4", "ipv6",
+                                        "ssh_public_key", "fqdn"))
+
+    def delete(self, _id, props):
+        from localcloud import container
+        container.stop(_names(props), props["host"], destroy=True)
+
+
+class Machine(Resource):
+    """The VPS: a Debian 12 container booted with systemd, first boot by cloud-init."""
+
+    instance_id: pulumi.Output[str]
+    boot_run_id: pulumi.Output[str]
+
+    def __init__(self, name: str, props: dict[str, Any], opts=None):
+        super().__init__(_MachineProvider(), name, props, opts)

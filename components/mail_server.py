@@ -1,0 +1,118 @@
+"""MailServer: the one top-level component; composes the mail host and everything around it.
+
+Order (one-way): local cloud (bridge, DNS server, proxy, sink) -> Host + PublicIp -> keys ->
+ReverseDns + MailDns -> Bootstrap (agent) -> Verification.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+
+import pulumi
+
+from components import agent_spec, user_data
+from components.bootstrap import Bootstrap, BootstrapArgs, agent_zipapp
+from components.config import StackConfig
+from components.keys import KeyPair, MailPassword
+from components.local_cloud import Bridge, HostService, Machine
+from components.mail_dns import DnsServer, MailDns, ReverseDns, dkim_txt
+from components.verification import Verification
+
+HOST_INDEX = 10  # the VPS's address in the stack's /24 (and /64)
+
+
+class PublicIp(pulumi.ComponentResource):
+    """The host's public IPv4 and IPv6; on `local`, addresses from the stack's own nets."""
+
+    def __init__(self, name: str, gateway: pulumi.Input[str], gateway6: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("bulletproof:mail:PublicIp", name, None, opts)
+        pick = lambda gw: str(ipaddress.ip_interface(gw).network[HOST_INDEX])  # noqa: E731
+        self.ipv4 = pulumi.Output.from_input(gateway).apply(pick)
+        self.ipv6 = pulumi.Output.from_input(gateway6).apply(pick)
+        self.register_outputs({"ipv4": self.ipv4, "ipv6": self.ipv6})
+
+
+class MailServer(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: StackConfig, stack: str, checkout: str,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("bulletproof:mail:MailServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        known_hosts = f"/var/lib/bulletproof-mail-local/known_hosts-{stack}-{hashlib.sha256(checkout.encode()).hexdigest()[:8]}"
+
+        # The local "cloud" around the VPS: all on a bridge of the stack's own.
+        bridge = Bridge(f"{name}-bridge", stack, checkout, opts=child)
+        ip = PublicIp(f"{name}-ip", bridge.gateway, bridge.gateway6, opts=child)
+        net = lambda gw: str(ipaddress.ip_interface(gw).network)  # noqa: E731
+        svc = dict(stack=stack, checkout=checkout, gateway=bridge.gateway, opts=child)
+        sink = HostService(f"{name}-sink", "sink", **svc)
+        dns_server = HostService(f"{name}-dns", "dns", zones=pulumi.Output.all(
+            bridge.gateway, bridge.gateway6).apply(lambda g: {
+                "domain": cfg.domain, "subnet": net(g[0]), "subnet6": net(g[1])}),
+            **{**svc, "opts": pulumi.ResourceOptions(parent=self, depends_on=[sink])})
+        proxy = HostService(f"{name}-proxy", "proxy", **svc)
+        server = DnsServer(dns_server.url, dns_server.tsig_name, dns_server.tsig_algorithm,
+                           dns_server.tsig_secret)
+
+        # Keys and passwords: made once, kept as secrets.
+        ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=child)
+        dkim = KeyPair(f"{name}-dkim-key", "rsa", bits=2048, rotation=cfg.dkim_selector, opts=child)
+        passwords = {u.address: MailPassword(f"{name}-password-{u.address.split('@')[0]}", u.address, opts=child)
+                     for u in cfg.users}
+
+        # The agent's spec: readable part apart from the secrets.
+        resolver = dns_server.url.apply(lambda a: a.replace(":", "@"))
+        spec_json = pulumi.Output.all(ip.ipv4, ip.ipv6, resolver).apply(
+            lambda a: agent_spec.to_json(agent_spec.public_spec(cfg, a[0], a[1], [a[2]])))
+        secrets_json = pulumi.Output.all(dkim.private_key, *[p.hash for p in passwords.values()]).apply(
+            lambda a: agent_spec.to_json(agent_spec.secrets(dict(zip(passwords, a[1:])), a[0])))
+        zipapp = agent_zipapp()
+
+        import base64
+        host = Machine(f"{name}-host", {
+            "stack": stack, "checkout": checkout, "host": "mail", "fqdn": cfg.fqdn,
+            "region": cfg.region, "bridge": bridge.id,
+            "ipv4": ip.ipv4.apply(lambda a: f"{a}/24"), "ipv6": ip.ipv6.apply(lambda a: f"{a}/64"),
+            "nameserver": bridge.gateway.apply(lambda g: str(ipaddress.ip_interface(g).ip)),
+            "apt_proxy_url": proxy.url, "ssh_public_key": ssh_key.public_key,
+            "user_data": spec_json.apply(lambda s: base64.b64encode(user_data.compressed(s, zipapp)).decode()),
+            "boot_run_id": spec_json.apply(lambda s: user_data.run_id(s, zipapp)),
+            "instance_id": f"{stack}-mail",
+        }, pulumi.ResourceOptions(parent=self, depends_on=[dns_server],
+                                  # user-data counts at first boot only; later changes go over SSH
+                                  ignore_changes=["user_data", "boot_run_id"],
+                                  custom_timeouts=pulumi.CustomTimeouts(create="10m")))
+
+        rdns = ReverseDns(f"{name}-rdns", server, cfg.fqdn, ip.ipv4, ip.ipv6, opts=child)
+        mail_dns = MailDns(f"{name}-dns-records", server, cfg.domain, cfg.hostname, ip.ipv4, ip.ipv6,
+                           cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua, opts=child)
+        records = rdns.records + list(mail_dns.records.values())
+
+        boot = Bootstrap(f"{name}-bootstrap", BootstrapArgs(
+            host=ip.ipv4, host_id=host.id, boot_run_id=host.boot_run_id,
+            ssh_private_key=ssh_key.private_key, known_hosts=known_hosts,
+            spec_json=spec_json, secrets_json=secrets_json),
+            pulumi.ResourceOptions(parent=self, depends_on=records))
+
+        self.verification = None
+        if cfg.verify:
+            expect = pulumi.Output.all(spec_json, dkim.public_key).apply(
+                lambda a: json.dumps({"spec": json.loads(a[0]), "dkim_txt": dkim_txt(a[1])}, sort_keys=True))
+            record_ids = pulumi.Output.all(*[r.id for r in records], *[r.values for r in records])
+            trigger = pulumi.Output.all(host.id, boot.run_id, record_ids).apply(
+                lambda a: hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest())
+            self.verification = Verification(f"{name}-verification", ip.ipv4, ssh_key.private_key,
+                                              known_hosts, expect, trigger,
+                                              pulumi.ResourceOptions(parent=self, depends_on=[boot.run]))
+
+        self.fqdn = cfg.fqdn
+        self.ipv4, self.ipv6 = ip.ipv4, ip.ipv6
+        self.dns_server = dns_server.url
+        self.ssh_private_key = ssh_key.private_key
+        self.dkim_txt = dkim.public_key.apply(dkim_txt)
+        self.passwords = {a: p.password for a, p in passwords.items()}
+        self.records = mail_dns.records
+        self.rdns = rdns.records
+        self.sink = sink
+        self.register_outputs({"fqdn": self.fqdn, "host_ipv4": self.ipv4, "host_ipv6": self.ipv6})

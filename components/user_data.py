@@ -1,0 +1,45 @@
+"""The cloud-init user-data that runs the agent on first boot: one document for every backend.
+
+It carries the agent zipapp and the readable spec, never a secret (clouds expose user-data
+through their metadata services); the first-boot command waits (bounded) for the secrets file
+that the stack uploads over SSH, then applies. Gzip-compressed, since clouds cap user-data
+size (16 KiB on some) and cloud-init reads gzip as is.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+
+from components import agent_deploy as paths
+
+SECRETS_WAIT_S = 900
+
+
+def run_id(spec_json: str, zipapp: bytes) -> str:
+    """Names one agent run: the same spec and agent give the same id (no re-run)."""
+    digest = hashlib.sha256(spec_json.encode() + b"\0" + hashlib.sha256(zipapp).digest())
+    return "run-" + digest.hexdigest()[:16]
+
+
+def document(spec_json: str, zipapp: bytes) -> str:
+    rid = run_id(spec_json, zipapp)
+    wait_and_apply = (
+        f"for i in $(seq {SECRETS_WAIT_S}); do [ -s {paths.SECRETS} ] && break; sleep 1; done; "
+        f"{paths.apply_command(rid)} > {paths.FIRSTBOOT_LOG} 2>&1"
+    )
+    config = {
+        "write_files": [
+            {"path": paths.AGENT, "permissions": "0755", "encoding": "gz+b64",
+             "content": base64.b64encode(gzip.compress(zipapp, mtime=0)).decode()},
+            {"path": paths.SPEC, "permissions": "0600", "content": spec_json},
+        ],
+        "runcmd": [["sh", "-c", wait_and_apply]],
+    }
+    # JSON is YAML; sorted keys keep the document byte-for-byte stable.
+    return "#cloud-config\n" + json.dumps(config, sort_keys=True, indent=1) + "\n"
+
+
+def compressed(spec_json: str, zipapp: bytes) -> bytes:
+    return gzip.compress(document(spec_json, zipapp).encode(), mtime=0)
