@@ -63,7 +63,7 @@ refresh: stack
 	$(PULUMI_STACK) refresh --yes
 
 down: stack
-	$(PULUMI_STACK) destroy --yes
+	$(PULUMI_STACK) destroy --yes --refresh
 	@$(PY) -m localcloud stop-all --stack $(STACK)
 
 verify: stack

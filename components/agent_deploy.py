@@ -46,10 +46,19 @@ def _state(client) -> dict | None:
         return None
 
 
+def describe_error(error) -> str:
+    """The agent's error (a dict with step, message, file, tool_output, fix) as text."""
+    if not isinstance(error, dict):
+        return str(error or "no error text in the report")
+    parts = [f"{error.get('step', '?')}: {error.get('message', '')}"]
+    parts += [f"{k}: {error[k]}" for k in ("file", "tool_output", "fix") if error.get(k)]
+    return "\n  ".join(parts)
+
+
 def _checked(state: dict) -> dict:
     if state.get("status") != "ok":
         raise AgentRunError(f"the agent failed on the host (run {state.get('run_id')}): "
-                            f"{state.get('error') or 'no error text in the report'}")
+                            f"{describe_error(state.get('error'))}")
     return state
 
 
@@ -83,12 +92,17 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
             return _checked(state)
         if run_id == boot_run_id and not (state and state.get("run_id") != run_id):
             return _wait_first_boot(client, run_id, timeout)
+        # A first-boot run may still be going (it started once the secrets arrived): let it
+        # finish before replacing the agent under it.
+        remote.run(client, f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true",
+                   timeout=timeout + 30)
         remote.put(client, AGENT, zipapp, 0o755)
         remote.put(client, SPEC, spec_json.encode(), 0o600)
         result = remote.run(client, apply_command(run_id), timeout=timeout)
         state = _state(client)
         if result.rc != 0 or not state or state.get("run_id") != run_id:
-            detail = (state or {}).get("error") or result.stderr.strip() or result.stdout.strip()
+            detail = (describe_error(state["error"]) if state and state.get("error")
+                      else result.stderr.strip() or result.stdout.strip())
             raise AgentRunError(f"the agent failed on the host (run {run_id}): {detail}")
         return _checked(state)
     finally:

@@ -50,7 +50,7 @@ class _AgentRunProvider(ResourceProvider):
                                      props["boot_run_id"])
         steps = report.get("steps", [])
         return {**props, "changed_steps": sorted(s["name"] for s in steps if s.get("changed")),
-                "dkim_txt": report.get("dkim_txt"), "versions": report.get("versions", {})}
+                "dkim_txt": (report.get("dkim") or {}).get("txt"), "versions": report.get("versions", {})}
 
 
 class AgentRun(Resource):

@@ -82,7 +82,7 @@ class _ServiceProvider(ResourceProvider):
         names = _names(props)
         state = names.runtime_dir / props["kind"]
         running = {"proxy": lambda: aptproxy.status(names) is not None,
-                   "sink": lambda: sink.status(state),
+                   "sink": lambda: sink.status(state).running,
                    "dns": lambda: dns.status(state).running}[props["kind"]]()
         return ReadResult(id_ if running else "", props)
 
@@ -117,9 +117,12 @@ class HostService(Resource):
 class _MachineProvider(ResourceProvider):
     def create(self, props):
         import base64
+        import pathlib
         from localcloud import container
 
         names = _names(props)
+        # A new host has new host keys: forget the old ones.
+        pathlib.Path(props["known_hosts"]).unlink(missing_ok=True)
         container.start(
             names, props["host"], bridge=props["bridge"], ipv4=props["ipv4"], ipv6=props["ipv6"],
             nameserver=props["nameserver"], apt_proxy_url=props["apt_proxy_url"],

@@ -39,7 +39,9 @@ class MailServer(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("bulletproof:mail:MailServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        known_hosts = f"/var/lib/bulletproof-mail-local/known_hosts-{stack}-{hashlib.sha256(checkout.encode()).hexdigest()[:8]}"
+        from localcloud import naming
+        # One known_hosts per stack; the host resource empties it when it builds a new host.
+        known_hosts = str(naming.stack_names(stack, checkout).runtime_dir / "known_hosts")
 
         # The local "cloud" around the VPS: all on a bridge of the stack's own.
         bridge = Bridge(f"{name}-bridge", stack, checkout, opts=child)
@@ -78,7 +80,7 @@ class MailServer(pulumi.ComponentResource):
             "apt_proxy_url": proxy.url, "ssh_public_key": ssh_key.public_key,
             "user_data": spec_json.apply(lambda s: base64.b64encode(user_data.compressed(s, zipapp)).decode()),
             "boot_run_id": spec_json.apply(lambda s: user_data.run_id(s, zipapp)),
-            "instance_id": f"{stack}-mail",
+            "instance_id": f"{stack}-mail", "known_hosts": known_hosts,
         }, pulumi.ResourceOptions(parent=self, depends_on=[dns_server],
                                   # user-data counts at first boot only; later changes go over SSH
                                   ignore_changes=["user_data", "boot_run_id"],

@@ -7,6 +7,7 @@ small piece of it we need.
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import shlex
 import time
@@ -49,17 +50,17 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
     while time.monotonic() < deadline:
         client = paramiko.SSHClient()
         if known_hosts:
-            try:
-                client.load_host_keys(known_hosts)
-            except FileNotFoundError:
-                pass
+            # paramiko's AutoAddPolicy re-reads the file before saving: it must exist.
+            os.close(os.open(known_hosts, os.O_CREAT | os.O_WRONLY, 0o600))
+            client.load_host_keys(known_hosts)
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
             client.connect(host, port=port, username=user, pkey=key, timeout=10,
                            allow_agent=False, look_for_keys=False, banner_timeout=20)
-            if known_hosts:
-                client.save_host_keys(known_hosts)
             return client
+        except paramiko.BadHostKeyException as exc:
+            raise RemoteError(f"{host} presents another host key than before ({known_hosts}): "
+                              f"if the host was rebuilt, remove its line there") from exc
         except (OSError, paramiko.SSHException) as exc:
             last = exc
             client.close()

@@ -70,6 +70,8 @@ class _VerificationProvider(ResourceProvider):
         from components import verification
         result = verification.run_suite(props["host"], props["ssh_private_key"],
                                         json.loads(props["expect_json"]), props["known_hosts"])
+        if not result["passed"] and not result["failed"]:
+            raise verification.VerificationError(f"verification: no check ran against {props['host']}")
         if result["failed"]:
             raise verification.VerificationError(
                 f"verification: {result['failed']} check(s) failed on {props['host']}: "
