@@ -1,0 +1,198 @@
+"""A small SMTP sink for `elsewhere.test`: accepts any mail and keeps every message as a file.
+
+It stands in for the rest of the internet in outbound-delivery, DKIM and bounce tests. start()
+runs it detached (`python localcloud/sink.py --listen IP:PORT --dir DIR`; `python -m
+localcloud.sink` works too) and stop() ends it by PID. The server half is stdlib only; the
+SMTP dialogue (`_serve`) is apart from what happens to a message (`store_message`), so an
+aiosmtpd handler could replace the former and keep the latter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import NamedTuple, Optional, Union
+
+MAX_MESSAGE = 20 * 1024 * 1024  # a runaway client must not fill the disk or memory
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+class SinkError(Exception):
+    """The sink could not start; carries its log."""
+
+
+class SinkMessage(NamedTuple):
+    mail_from: str  # "" for a bounce (null sender)
+    rcpt_tos: list[str]
+    raw: bytes
+
+
+def store_message(directory: Path, mail_from: str, rcpt_tos: list[str], data: bytes,
+                  peer: str) -> str:
+    """One .eml per message plus a .json envelope; the .json appears last, atomically."""
+    name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+    (directory / f"{name}.eml").write_bytes(data)
+    envelope = {"mail_from": mail_from, "rcpt_tos": rcpt_tos, "peer": peer, "received": time.time()}
+    tmp = directory / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(envelope))
+    tmp.rename(directory / f"{name}.json")
+    return name
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, directory: Path) -> None:
+    peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+
+    async def reply(line: str) -> None:
+        writer.write(line.encode() + b"\r\n")
+        await writer.drain()
+
+    mail_from: Optional[str] = None
+    rcpt_tos: list[str] = []
+    await reply(f"220 {socket.gethostname()} ESMTP sink")
+    try:
+        while line := await reader.readline():
+            verb, _, arg = line.decode("utf-8", "replace").strip().partition(" ")
+            verb = verb.upper()
+            if verb == "EHLO":
+                await reply(f"250-sink greets {arg}\r\n250-8BITMIME\r\n"
+                            f"250-SIZE {MAX_MESSAGE}\r\n250 SMTPUTF8")
+            elif verb == "HELO":
+                await reply("250 sink")
+            elif verb == "MAIL" and arg.upper().startswith("FROM:"):
+                mail_from, rcpt_tos = _address(arg[5:]), []
+                await reply("250 2.1.0 Ok")
+            elif verb == "RCPT" and arg.upper().startswith("TO:"):
+                if mail_from is None:
+                    await reply("503 5.5.1 MAIL first")
+                    continue
+                rcpt_tos.append(_address(arg[3:]))
+                await reply("250 2.1.5 Ok")
+            elif verb == "DATA":
+                if not rcpt_tos:
+                    await reply("503 5.5.1 RCPT first")
+                    continue
+                await reply("354 End data with <CR><LF>.<CR><LF>")
+                data = await _read_data(reader)
+                if data is None:
+                    await reply("552 5.3.4 Message too big")
+                else:
+                    queued = store_message(directory, mail_from or "", rcpt_tos, data, peer)
+                    await reply(f"250 2.0.0 Ok: queued as {queued}")
+                mail_from, rcpt_tos = None, []
+            elif verb == "RSET":
+                mail_from, rcpt_tos = None, []
+                await reply("250 2.0.0 Ok")
+            elif verb == "NOOP":
+                await reply("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                await reply("221 2.0.0 Bye")
+                break
+            else:
+                await reply("502 5.5.2 Command not implemented")
+    except (ConnectionError, ValueError):  # ValueError: a line over the stream's 64 KiB limit
+        pass  # a client that hangs up or misbehaves mid-dialogue only loses its own session
+    finally:
+        writer.close()
+
+
+async def _read_data(reader: asyncio.StreamReader) -> Optional[bytes]:
+    """The message up to the lone dot, dot-unstuffed (RFC 5321 4.5.2); None when too big."""
+    lines, size = [], 0
+    while (line := await reader.readline()) not in (b".\r\n", b".\n", b""):
+        size += len(line)
+        if size <= MAX_MESSAGE:
+            lines.append(line[1:] if line.startswith(b".") else line)
+    return b"".join(lines) if size <= MAX_MESSAGE else None
+
+
+def _address(arg: str) -> str:
+    """`<a@b> SIZE=12` -> `a@b`; `<>` -> `` (the null sender of a bounce)."""
+    arg = arg.strip()
+    if arg.startswith("<"):
+        return arg[1 : arg.find(">")] if ">" in arg else arg[1:]
+    return arg.split(" ", 1)[0]
+
+
+async def _main(ip: str, port: int, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    server = await asyncio.start_server(lambda r, w: _serve(r, w, directory), ip, port)
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+    async with server:
+        await stopping.wait()
+
+
+class SinkStatus(NamedTuple):
+    running: bool
+    pid: Optional[int]
+
+
+def start(state_dir: Union[str, Path], ip: str, port: int) -> int:
+    """Start the sink detached, wait until it greets: its PID (also in state_dir/sink.pid)."""
+    state = Path(state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    from localcloud import process  # here, so the server half runs as a plain file
+
+    # Run as a file, not `-m`: the caller's cwd need not be the project root.
+    argv = [sys.executable, str(Path(__file__).resolve()), "--listen", f"{ip}:{port}",
+            "--dir", str(state / "messages")]
+    pid = process.spawn(argv, state / "sink.log", state / "sink.pid")
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if not process.is_alive(pid):
+            raise SinkError(f"sink exited: {(state / 'sink.log').read_text()[-2000:]}")
+        try:
+            with socket.create_connection((ip, port), timeout=0.5) as conn:
+                if conn.recv(64).startswith(b"220"):
+                    return pid
+        except OSError:
+            time.sleep(0.05)
+    stop(pid)
+    raise SinkError(f"sink did not greet on {ip}:{port} within {START_TIMEOUT}s")
+
+
+def stop(target: Union[int, str, Path], timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop the sink by PID or by its state dir (SIGKILL at the deadline); False if none ran."""
+    from localcloud import process
+
+    pid = target if isinstance(target, int) else status(target).pid
+    if pid is None or not process.is_alive(pid):
+        return False
+    process.terminate(pid, timeout)
+    return True
+
+
+def status(state_dir: Union[str, Path]) -> SinkStatus:
+    from localcloud import process
+
+    # Only the very process we started counts (start time checked), not a reused PID.
+    pid = process.recorded(Path(state_dir) / "sink.pid", [str(Path(__file__).resolve())])
+    return SinkStatus(pid is not None, pid)
+
+
+def messages(state_dir: Union[str, Path]) -> list[SinkMessage]:
+    """Every message received so far, oldest first."""
+    found = []
+    for envelope_file in sorted((Path(state_dir) / "messages").glob("*.json")):
+        envelope = json.loads(envelope_file.read_text())
+        raw = envelope_file.with_suffix(".eml").read_bytes()
+        found.append(SinkMessage(envelope["mail_from"], envelope["rcpt_tos"], raw))
+    return found
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", required=True, help="IP:PORT")
+    parser.add_argument("--dir", required=True, type=Path, help="where messages are written")
+    args = parser.parse_args()
+    host, _, port_text = args.listen.rpartition(":")
+    asyncio.run(_main(host, int(port_text), args.dir))
