@@ -56,6 +56,7 @@ pulumi.export("dns_records", pulumi.Output.all(
     *[pulumi.Output.all(r.fqdn, r.type, r.values) for r in _records]).apply(_records_by_name))
 pulumi.export("dkim_selector", cfg.dkim_selector)
 pulumi.export("dkim_txt", mail.dkim_txt)
+pulumi.export("agent_spec", mail.spec)
 pulumi.export("mail_users", [u.address for u in cfg.users])
 pulumi.export("mail_passwords", pulumi.Output.secret(mail.passwords))
 if mail.verification is not None:

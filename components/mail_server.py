@@ -34,6 +34,12 @@ class PublicIp(pulumi.ComponentResource):
         self.register_outputs({"ipv4": self.ipv4, "ipv6": self.ipv6})
 
 
+def infra_expectations(cfg: StackConfig, dkim: str) -> dict:
+    """What tests/infra checks the host against (BPM_INFRA_EXPECT)."""
+    return {"domain": cfg.domain, "hostname": cfg.fqdn, "users": [u.address for u in cfg.users],
+            "dkim_txt": dkim}
+
+
 class MailServer(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, stack: str, checkout: str,
                  opts: pulumi.ResourceOptions | None = None):
@@ -99,8 +105,7 @@ class MailServer(pulumi.ComponentResource):
 
         self.verification = None
         if cfg.verify:
-            expect = pulumi.Output.all(spec_json, dkim.public_key).apply(
-                lambda a: json.dumps({"spec": json.loads(a[0]), "dkim_txt": dkim_txt(a[1])}, sort_keys=True))
+            expect = dkim.public_key.apply(lambda key: json.dumps(infra_expectations(cfg, dkim_txt(key))))
             record_ids = pulumi.Output.all(*[r.id for r in records], *[r.values for r in records])
             trigger = pulumi.Output.all(host.id, boot.run_id, record_ids).apply(
                 lambda a: hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest())
@@ -108,6 +113,7 @@ class MailServer(pulumi.ComponentResource):
                                               known_hosts, expect, trigger,
                                               pulumi.ResourceOptions(parent=self, depends_on=[boot.run]))
 
+        self.spec = spec_json.apply(json.loads)
         self.fqdn = cfg.fqdn
         self.ipv4, self.ipv6 = ip.ipv4, ip.ipv6
         self.dns_server = dns_server.url

@@ -1,0 +1,72 @@
+"""A throwaway stack of this project, deployed by the real engine with state of its own.
+
+Its config is the local stack's (so it is what `make up` deploys), under another stack name:
+names of bridges and containers derive from the stack, so it never touches the user's `local`.
+"""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import yaml
+
+from tests.e2e.pulumi_cli import ROOT, outputs, pulumi, tools_env
+
+
+@dataclass
+class Stack:
+    name: str
+    env: dict
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def config_file(self) -> pathlib.Path:
+        return ROOT / f"Pulumi.{self.name}.yaml"
+
+    def run(self, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+        return pulumi([*args, "--stack", self.name], ROOT, self.env, check=check, timeout=timeout)
+
+    def timed(self, label: str, *args: str, **kw) -> subprocess.CompletedProcess:
+        start = time.monotonic()
+        try:
+            return self.run(*args, **kw)
+        finally:
+            self.timings[label] = round(time.monotonic() - start, 1)
+
+    def outputs(self) -> dict:
+        return outputs(ROOT, self.env, self.name)
+
+    def config(self) -> dict:
+        return yaml.safe_load(self.config_file.read_text())
+
+    def write_config(self, doc: dict) -> None:
+        self.config_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def local_config() -> dict:
+    return yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
+
+
+def create(state_dir: pathlib.Path, config: dict | None = None) -> Stack:
+    stack = Stack(f"e2e-{uuid.uuid4().hex[:6]}", tools_env(state_dir))
+    stack.run("stack", "init", "--secrets-provider", "passphrase")
+    doc = stack.config()  # holds the new stack's encryptionsalt
+    doc["config"] = dict(local_config() if config is None else config)
+    stack.write_config(doc)
+    return stack
+
+
+def remove(stack: Stack, deployed: bool = True) -> None:
+    """Destroy everything of the stack, even after a failed test; idempotent."""
+    try:
+        if deployed:
+            stack.run("destroy", "--yes", "--refresh", check=False)
+            subprocess.run([sys.executable, "-m", "localcloud", "stop-all", "--stack", stack.name],
+                           cwd=ROOT, check=False, capture_output=True)
+        stack.run("stack", "rm", "--yes", "--force", check=False)
+    finally:
+        stack.config_file.unlink(missing_ok=True)

@@ -1,0 +1,164 @@
+"""`pulumi up` of this project's local default, through the real engine, on a throwaway stack.
+
+One deployment for the module (CI time); the tests run in file order: deploy, use the mail
+server, no-op, drift, a config change, then destroy.
+"""
+from __future__ import annotations
+
+import email.message
+import imaplib
+import json
+import pathlib
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+
+import dkim
+import dns.message
+import dns.query
+import pytest
+
+from components import dns_record
+from localcloud import dns as local_dns, naming, sink
+from tests.e2e import stack_fixture
+from tests.e2e.pulumi_cli import ROOT
+
+CONTRACT_OUTPUTS = {"domain", "fqdn", "host_ipv4", "host_ipv6", "region", "ssh_target", "ssh_private_key",
+                    "dns_server", "dns_records", "dkim_selector", "dkim_txt", "mail_users", "verification",
+                    "test_user", "test_password"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = stack_fixture.create(tmp_path_factory.mktemp("state"))
+    try:
+        s.timed("first up", "up", "--yes", "--refresh", "--skip-preview")
+        yield s
+    finally:
+        stack_fixture.remove(s)
+        print(f"\n[e2e] timings (s): {json.dumps(s.timings)}")
+
+
+@pytest.fixture(scope="module")
+def outs(stack):
+    return stack.outputs()
+
+
+def _tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False  # the local stack's certificate is self-signed
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _send(outs: dict, user: str, password: str, to: str, subject: str) -> None:
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = user, to, subject
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{outs['domain']}>"
+    msg.set_content("hello from the e2e test\n")
+    with smtplib.SMTP(outs["host_ipv4"], 587, timeout=30) as smtp:
+        smtp.starttls(context=_tls())
+        smtp.login(user, password)
+        smtp.send_message(msg)
+
+
+def _imap_find(outs: dict, user: str, password: str, subject: str, timeout: float = 30) -> bytes | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with imaplib.IMAP4_SSL(outs["host_ipv4"], 993, ssl_context=_tls(), timeout=30) as imap:
+            imap.login(user, password)
+            imap.select("INBOX", readonly=True)
+            _, ids = imap.search(None, "SUBJECT", f'"{subject}"')
+            if ids[0]:
+                _, data = imap.fetch(ids[0].split()[-1], "(RFC822)")
+                return data[0][1]
+        time.sleep(1)
+    return None
+
+
+def _dns_txt(outs: dict):
+    server, port = outs["dns_server"].split(":")
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        reply = dns.query.udp(dns.message.make_query(name.decode(), "TXT"), server, port=int(port), timeout=timeout)
+        return b"".join(b"".join(r.strings) for rrset in reply.answer for r in rrset)
+    return lookup
+
+
+def test_up_gives_a_verified_server_with_the_contract_outputs(outs):
+    assert CONTRACT_OUTPUTS <= set(outs)
+    assert outs["verification"]["failed"] == 0 and outs["verification"]["passed"] > 0
+    assert outs["ssh_target"] == f"root@{outs['host_ipv4']}"
+    assert outs["region"] == "no-svg1"
+    records = outs["dns_records"]
+    assert records[f"{outs['fqdn']}."]["A"] == [outs["host_ipv4"]]
+    assert records[f"{outs['domain']}."]["MX"] == [f"10 {outs['fqdn']}."]
+
+
+def test_mail_sent_by_a_user_is_readable_by_another_over_imaps(outs):
+    passwords = outs["mail_passwords"]
+    bob = "bob@" + outs["domain"]
+    subject = f"e2e {uuid.uuid4().hex[:8]}"
+    _send(outs, outs["test_user"], outs["test_password"], bob, subject)
+    raw = _imap_find(outs, bob, passwords[bob], subject)
+    assert raw is not None, "the message never reached bob's mailbox"
+    assert b"hello from the e2e test" in raw
+
+
+def test_outbound_mail_reaches_elsewhere_with_a_valid_dkim_signature(stack, outs):
+    subject = f"outbound {uuid.uuid4().hex[:8]}"
+    _send(outs, outs["test_user"], outs["test_password"], "someone@elsewhere.test", subject)
+    state = naming.stack_names(stack.name, ROOT).runtime_dir / "sink"
+    deadline, found = time.monotonic() + 60, None
+    while time.monotonic() < deadline and not found:
+        found = next((m for m in sink.messages(state) if subject.encode() in m.raw), None)
+        time.sleep(1)
+    assert found is not None, "the sink never received the outbound message"
+    assert b"DKIM-Signature:" in found.raw
+    assert dkim.verify(found.raw, dnsfunc=_dns_txt(outs)), "dkimpy rejects the signature"
+
+
+def test_second_up_changes_nothing(stack):
+    stack.timed("preview (no changes)", "preview", "--expect-no-changes")
+    up = stack.timed("no-op up", "up", "--yes", "--skip-preview")
+    assert "unchanged" in up.stdout and "created" not in up.stdout.split("Resources:")[-1]
+
+
+def test_a_record_edited_by_hand_is_seen_by_refresh_and_restored_by_up(stack, outs):
+    names = naming.stack_names(stack.name, ROOT)
+    tsig = local_dns.read_tsig(names.runtime_dir / "dns")
+    server, port = outs["dns_server"].split(":")
+    dns_record.upsert(server, int(port), tsig, outs["domain"], "@", "MX", ["10 evil.elsewhere.test."], 300)
+    refresh = stack.run("refresh", "--yes", "--diff")
+    assert "evil.elsewhere.test" in refresh.stdout
+    stack.run("up", "--yes", "--skip-preview")
+    assert dns_record.read(server, int(port), outs["domain"], "@", "MX")[0] == [f"10 {outs['fqdn']}."]
+
+
+def test_adding_a_user_previews_exactly_that_and_applies_without_a_new_host(stack, outs):
+    doc = stack.config()
+    carol = f"carol@{outs['domain']}"
+    doc["config"]["bulletproof-mail:users"].append({"address": carol, "quota_mb": 256})
+    stack.write_config(doc)
+    preview = stack.run("preview", "--diff").stdout
+    summary = preview.split("Resources:")[-1]
+    # one new password, the agent run and the verification updated; no host rebuilt
+    assert "+ 1 to create" in summary and "replace" not in summary, summary
+    assert "mail-password-carol" in preview and f'"address": "{carol}"' in preview
+    stack.run("up", "--yes", "--skip-preview")
+    after = stack.outputs()
+    assert after["host_ipv4"] == outs["host_ipv4"]
+    with imaplib.IMAP4_SSL(after["host_ipv4"], 993, ssl_context=_tls(), timeout=30) as imap:
+        assert imap.login(carol, after["mail_passwords"][carol])[0] == "OK"
+
+
+def test_destroy_leaves_nothing_running(stack):
+    names = naming.stack_names(stack.name, ROOT)
+    stack.run("destroy", "--yes", "--refresh")
+    subprocess.run([sys.executable, "-m", "localcloud", "stop-all", "--stack", stack.name], cwd=ROOT, check=True)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert names.stack_id not in ps and names.machine("mail") not in ps
+    assert not pathlib.Path(f"/sys/class/net/{names.bridge}").exists()
