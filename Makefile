@@ -26,7 +26,7 @@ endif
 PULUMI := pulumi --non-interactive
 PULUMI_STACK := $(PULUMI) --stack $(STACK)
 
-.PHONY: tools venv host-packages prereqs stack up preview down refresh verify outputs test test-unit test-integration test-e2e bench
+.PHONY: tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs test test-unit test-integration test-e2e bench
 
 tools:
 	@tools/build-pulumi.sh >/dev/null

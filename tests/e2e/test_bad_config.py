@@ -1,0 +1,52 @@
+"""Bad config fails `pulumi preview` with one clear line each, before any resource is touched."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.e2e import stack_fixture
+from tests.e2e.pulumi_cli import ROOT
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = stack_fixture.create(tmp_path_factory.mktemp("state"))
+    yield s
+    stack_fixture.remove(s, deployed=False)
+
+
+def _with(changes: dict) -> dict:
+    config = dict(stack_fixture.local_config())
+    config.update({f"bulletproof-mail:{k}": v for k, v in changes.items()})
+    return config
+
+
+@pytest.mark.parametrize("changes, line", [
+    ({"domain": "bad_domain"}, "domain: 'bad_domain' is not a domain name"),
+    ({"region": "eu-west-1"}, "region: 'eu-west-1' is outside Norway and residency is \"NO\""),
+    ({"backend": "nimbus"}, "backend: 'nimbus' is not a known backend"),
+    ({"users": [{"address": "mallory@elsewhere.test"}]},
+     "users[0].address: 'mallory@elsewhere.test' is not an address in domain 'bulletproof.test'"),
+    ({"residency": False}, "residency: got the boolean False"),
+], ids=["domain", "region", "backend", "user", "residency-bool"])
+def test_bad_value_fails_preview_with_one_line_and_touches_nothing(stack, changes, line):
+    doc = stack.config()
+    doc["config"] = _with(changes)
+    stack.write_config(doc)
+    preview = stack.run("preview", check=False)
+    text = preview.stdout + preview.stderr
+    assert preview.returncode != 0
+    assert sum(line in row for row in text.splitlines()) >= 1, text
+    assert "Traceback" not in text
+    # nothing was created: the stack has no resources at all
+    exported = json.loads(stack.run("stack", "export").stdout)
+    assert not exported["deployment"].get("resources"), exported
+
+
+def test_non_local_stack_without_passphrase_is_refused_by_name():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    proc = subprocess.run(["make", "-s", "preview", "STACK=prod-oslo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "stack 'prod-oslo' needs a secrets passphrase: set PULUMI_CONFIG_PASSPHRASE" in proc.stderr
