@@ -21,7 +21,7 @@ def _records_by_name(records: list) -> dict:
 stack = pulumi.get_stack()
 _cfg = pulumi.Config()
 _KEYS = ("backend", "region", "residency", "domain", "hostname", "users", "aliases", "dkim_selector",
-         "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify")
+         "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify", "allow_listed_ip")
 
 
 def _value(key: str):

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from components import remote
 
 AGENT = "/usr/local/sbin/bulletproof-agent"
-SPEC = "/etc/bulletproof-mail/spec.json"
-SECRETS = "/etc/bulletproof-mail/secrets.json"
+# New specs go to pending/: the agent keeps the last *applied* pair in /etc/bulletproof-mail/
+# (spec.json, secrets.json), so a refused spec never replaces the last good one.
+PENDING = "/etc/bulletproof-mail/pending"
+SPEC = f"{PENDING}/spec.json"
+SECRETS = f"{PENDING}/secrets.json"
 STATE = "/var/lib/bulletproof-mail/state.json"
 FIRSTBOOT_LOG = "/var/log/bulletproof-agent-firstboot.log"
 
@@ -86,6 +89,7 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
     client = remote.connect(target.host, target.private_key_pem, user=target.user,
                             known_hosts=target.known_hosts)
     try:
+        remote.run(client, f"install -d -m 0700 /etc/bulletproof-mail {PENDING}", check=True)
         remote.put(client, SECRETS, secrets_json.encode(), 0o600)
         state = _state(client)
         if state and state.get("run_id") == run_id:

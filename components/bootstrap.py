@@ -67,6 +67,7 @@ class BootstrapArgs:
     known_hosts: str
     spec_json: pulumi.Input[str]
     secrets_json: pulumi.Input[str]
+    after: list | None = None          # what the run waits for (DNS records): not inherited by children
 
 
 class Bootstrap(pulumi.ComponentResource):
@@ -87,7 +88,8 @@ class Bootstrap(pulumi.ComponentResource):
             "secrets_json": pulumi.Output.secret(args.secrets_json), "secrets_hash": secrets_hash,
             "zipapp_b64": base64.b64encode(zipapp).decode(), "run_id": run_id,
             "changed_steps": None, "dkim_txt": None, "versions": None,
-        }, pulumi.ResourceOptions(parent=self, additional_secret_outputs=["ssh_private_key", "secrets_json"],
+        }, pulumi.ResourceOptions(parent=self, depends_on=args.after,
+                                  additional_secret_outputs=["ssh_private_key", "secrets_json"],
                                   custom_timeouts=pulumi.CustomTimeouts(create="25m", update="25m")))
         self.run_id = run_id
         self.register_outputs({"run_id": run_id, "dkim_txt": self.run.dkim_txt})

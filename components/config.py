@@ -60,6 +60,7 @@ class StackConfig:
     dnsbl_sites: tuple[DnsblSite, ...]
     dnsbl_threshold: int
     verify: bool
+    allow_listed_ip: bool = False
     is_local: bool = field(default=False)
 
     @property
@@ -166,11 +167,16 @@ def load(raw: Mapping[str, Any], stack: str) -> StackConfig:
     if not isinstance(verify, bool):
         errors.append(f"verify: {verify!r} must be true or false")
 
+    allow_listed = get("allow_listed_ip", False)
+    if not isinstance(allow_listed, bool):
+        errors.append(f"allow_listed_ip: {allow_listed!r} must be true or false")
+
     if errors:
         raise ConfigError(errors)
     return StackConfig(
         backend=backend, region=region, residency=residency, domain=domain, hostname=hostname,
         users=tuple(users), aliases=dict(aliases), dkim_selector=selector, dmarc_policy=dmarc,
         dmarc_rua=rua, dnsbl_sites=tuple(sites), dnsbl_threshold=threshold, verify=verify,
+        allow_listed_ip=allow_listed,
         is_local=(stack == "local" or backend == "local"),
     )

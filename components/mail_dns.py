@@ -18,14 +18,15 @@ class DnsServer:
     tsig_secret: pulumi.Input[str]
 
 
-def _record(name: str, server: DnsServer, zone, rname, rtype: str, values, parent) -> DnsRecord:
+def _record(name: str, server: DnsServer, zone, rname, rtype: str, values, parent,
+            after: list | None) -> DnsRecord:
     addr = pulumi.Output.from_input(server.address)
     return DnsRecord(name, DnsRecordArgs(
         server=addr.apply(lambda a: a.rsplit(":", 1)[0]),
         port=addr.apply(lambda a: int(a.rsplit(":", 1)[1])),
         zone=zone, name=rname, type=rtype, values=values, ttl=300,
         tsig_name=server.tsig_name, tsig_algorithm=server.tsig_algorithm,
-        tsig_secret=server.tsig_secret), pulumi.ResourceOptions(parent=parent))
+        tsig_secret=server.tsig_secret), pulumi.ResourceOptions(parent=parent, depends_on=after))
 
 
 def dkim_txt(public_key_b64: str) -> str:
@@ -44,7 +45,8 @@ class ReverseDns(pulumi.ComponentResource):
     """PTR records: every address the host sends from -> the mail FQDN (FCrDNS)."""
 
     def __init__(self, name: str, server: DnsServer, fqdn: str, ipv4: pulumi.Input[str],
-                 ipv6: pulumi.Input[str] | None, opts: pulumi.ResourceOptions | None = None):
+                 ipv6: pulumi.Input[str] | None, after: list | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("bulletproof:mail:ReverseDns", name, None, opts)
         self.records = []
         for family, ip in (("v4", ipv4), ("v6", ipv6)):
@@ -52,7 +54,7 @@ class ReverseDns(pulumi.ComponentResource):
                 continue
             where = pulumi.Output.from_input(ip).apply(reverse_zone)
             self.records.append(_record(f"{name}-ptr-{family}", server, where[0], where[1], "PTR",
-                                        [fqdn + "."], self))
+                                        [fqdn + "."], self, after))
         self.register_outputs({})
 
 
@@ -62,7 +64,7 @@ class MailDns(pulumi.ComponentResource):
     def __init__(self, name: str, server: DnsServer, domain: str, hostname: str,
                  ipv4: pulumi.Input[str], ipv6: pulumi.Input[str] | None, dkim_selector: str,
                  dkim_public_key: pulumi.Input[str], dmarc_policy: str, dmarc_rua: str | None,
-                 opts: pulumi.ResourceOptions | None = None):
+                 after: list | None = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__("bulletproof:mail:MailDns", name, None, opts)
         dmarc = f"v=DMARC1; p={dmarc_policy}" + (f"; rua=mailto:{dmarc_rua}" if dmarc_rua else "")
         wanted = [
@@ -75,6 +77,7 @@ class MailDns(pulumi.ComponentResource):
         ]
         if ipv6 is not None:
             wanted.insert(1, ("aaaa", hostname, "AAAA", [ipv6]))
-        self.records = {key: _record(f"{name}-{key}", server, domain, rname, rtype, values, self)
+        # `after`: resources every record waits for (a component's depends_on does not reach its children)
+        self.records = {key: _record(f"{name}-{key}", server, domain, rname, rtype, values, self, after)
                         for key, rname, rtype, values in wanted}
         self.register_outputs({})

@@ -1,7 +1,7 @@
 """MailServer: the one top-level component; composes the mail host and everything around it.
 
 Order (one-way): local cloud (bridge, DNS server, proxy, sink) -> Host + PublicIp -> keys ->
-ReverseDns + MailDns -> Bootstrap (agent) -> Verification.
+reputation preflight -> ReverseDns + MailDns -> Bootstrap (agent) -> Verification.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from components.bootstrap import Bootstrap, BootstrapArgs, agent_zipapp
 from components.config import StackConfig
 from components.keys import KeyPair, MailPassword
 from components.local_cloud import Bridge, HostService, Machine
+from components.reputation import ReputationCheck
 from components.mail_dns import DnsServer, MailDns, ReverseDns, dkim_txt
 from components.verification import Verification
 
@@ -92,16 +93,19 @@ class MailServer(pulumi.ComponentResource):
                                   ignore_changes=["user_data", "boot_run_id"],
                                   custom_timeouts=pulumi.CustomTimeouts(create="10m")))
 
-        rdns = ReverseDns(f"{name}-rdns", server, cfg.fqdn, ip.ipv4, ip.ipv6, opts=child)
+        # A dirty IP stops the deploy before any record is written or the agent runs.
+        reputation = ReputationCheck(f"{name}-reputation", ip.ipv4, [s.site for s in cfg.dnsbl_sites],
+                                     dns_server.url, cfg.allow_listed_ip, opts=child)
+        rdns = ReverseDns(f"{name}-rdns", server, cfg.fqdn, ip.ipv4, ip.ipv6, after=[reputation], opts=child)
         mail_dns = MailDns(f"{name}-dns-records", server, cfg.domain, cfg.hostname, ip.ipv4, ip.ipv6,
-                           cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua, opts=child)
+                           cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua,
+                           after=[reputation], opts=child)
         records = rdns.records + list(mail_dns.records.values())
 
         boot = Bootstrap(f"{name}-bootstrap", BootstrapArgs(
             host=ip.ipv4, host_id=host.id, boot_run_id=host.boot_run_id,
             ssh_private_key=ssh_key.private_key, known_hosts=known_hosts,
-            spec_json=spec_json, secrets_json=secrets_json),
-            pulumi.ResourceOptions(parent=self, depends_on=records))
+            spec_json=spec_json, secrets_json=secrets_json, after=records), opts=child)
 
         self.verification = None
         if cfg.verify:

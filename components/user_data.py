@@ -26,7 +26,7 @@ def run_id(spec_json: str, zipapp: bytes) -> str:
 def document(spec_json: str, zipapp: bytes) -> str:
     rid = run_id(spec_json, zipapp)
     wait_and_apply = (
-        f"for i in $(seq {SECRETS_WAIT_S}); do [ -s {paths.SECRETS} ] && break; sleep 1; done; "
+        f"chmod 0700 {paths.PENDING}; for i in $(seq {SECRETS_WAIT_S}); do [ -s {paths.SECRETS} ] && break; sleep 1; done; "
         f"{paths.apply_command(rid)} > {paths.FIRSTBOOT_LOG} 2>&1"
     )
     config = {

@@ -147,12 +147,33 @@ def test_adding_a_user_previews_exactly_that_and_applies_without_a_new_host(stac
     summary = preview.split("Resources:")[-1]
     # one new password, the agent run and the verification updated; no host rebuilt
     assert "+ 1 to create" in summary and "replace" not in summary, summary
-    assert "mail-password-carol" in preview and f'"address": "{carol}"' in preview
+    assert "mail-password-carol" in preview and f'+ address : "{carol}"' in preview
     stack.run("up", "--yes", "--skip-preview")
     after = stack.outputs()
     assert after["host_ipv4"] == outs["host_ipv4"]
     with imaplib.IMAP4_SSL(after["host_ipv4"], 993, ssl_context=_tls(), timeout=30) as imap:
         assert imap.login(carol, after["mail_passwords"][carol])[0] == "OK"
+
+
+def test_a_listed_host_ip_stops_up_with_the_list_and_the_fix(stack, outs):
+    names = naming.stack_names(stack.name, ROOT)
+    tsig = local_dns.read_tsig(names.runtime_dir / "dns")
+    server, port = outs["dns_server"].split(":")
+    local_dns.dnsbl_list(server, int(port), tsig, outs["host_ipv4"], reason="spam trap hit, e2e")
+    resources = json.loads(stack.run("stack", "export").stdout)["deployment"]["resources"]
+    urn = next(r["urn"] for r in resources if r["urn"].endswith("::mail-reputation"))
+    failed = stack.run("up", "--yes", "--skip-preview", "--replace", urn, check=False)
+    text = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert f"the host IP {outs['host_ipv4']} is listed on 1 DNSBL(s): dnsbl.test: spam trap hit, e2e" in text
+    assert "allow_listed_ip: true" in text
+    assert stack.outputs()["host_ipv4"] == outs["host_ipv4"]  # the running server was left alone
+
+    doc = stack.config()
+    doc["config"]["bulletproof-mail:allow_listed_ip"] = True
+    stack.write_config(doc)
+    stack.run("up", "--yes", "--skip-preview")
+    local_dns.dnsbl_unlist(server, int(port), tsig, outs["host_ipv4"])
 
 
 def test_destroy_leaves_nothing_running(stack):

@@ -1,0 +1,140 @@
+"""bulletproof-agent apply | plan | status  [--spec FILE] [--secrets FILE] [--json]
+                   [--run-id ID] [--root DIR]
+
+Exit status: 0 ok, 1 the run failed (nothing half-applied: see the message), 2 the spec or
+the command line is invalid.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import time
+import uuid
+
+import subprocess
+
+from agent.errors import AgentError
+from agent.host import CONFIG_DIR, Host
+from agent.spec import SpecError, load, merge
+
+DEFAULT_SPEC = f"{CONFIG_DIR}/spec.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bulletproof-agent", description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=("apply", "plan", "status"))
+    p.add_argument("--spec", default=DEFAULT_SPEC, help="spec JSON (default %(default)s)")
+    p.add_argument("--secrets", help="secrets JSON (default: secrets.json beside the spec, "
+                   "if present)")
+    p.add_argument("--run-id", default="", help="recorded in the report")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--root", default="/", help="act on this root dir instead of / (tests)")
+    return p
+
+
+def _read_spec(args) -> tuple:
+    with open(args.spec, "rb") as f:
+        raw_public = f.read()
+    secrets_path = args.secrets or os.path.join(os.path.dirname(os.path.abspath(args.spec)),
+                                                "secrets.json")
+    raw_secrets = None
+    if args.secrets or os.path.exists(secrets_path):
+        with open(secrets_path, "rb") as f:
+            raw_secrets = f.read()
+    try:
+        data = merge(json.loads(raw_public), json.loads(raw_secrets) if raw_secrets else None)
+    except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError([f"(file): not valid JSON: {exc}"]) from exc
+    return load(data), raw_public, raw_secrets
+
+
+def _print_human(rep: dict, plan: bool) -> None:
+    for s in rep["steps"]:
+        mark = "FAILED" if not s["ok"] else ("changed" if s["changed"] else "ok")
+        print(f"{s['name']:<10} {mark:<8} {s['duration_s']:6.2f}s  {s['detail']}")
+        for w in s.get("warnings", []):
+            print(f"  warning: {w}")
+        if plan:
+            for line in s.get("diff", []):
+                print(f"    {line}")
+    if rep.get("dkim"):
+        print(f"DKIM TXT {rep['dkim']['name']}: {rep['dkim']['txt']}")
+    if rep["error"]:
+        err = rep["error"]
+        print(f"\nFAILED in {err.get('step')}: {err.get('message')}", file=sys.stderr)
+        for key in ("file", "tool_output", "fix"):
+            if err.get(key):
+                print(f"  {key}: {err[key]}", file=sys.stderr)
+    else:
+        print("\n" + ("plan: " if plan else "") + ("changes" if rep["changed"] else "no changes"))
+
+
+def _ensure_jinja2(host: Host) -> None:
+    """The one library the agent needs is a Debian package; on a fresh host install it
+    first, so the first boot needs a single command."""
+    try:
+        import jinja2  # noqa: F401
+    except ImportError:
+        if not (host.live and os.geteuid() == 0):
+            raise
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        if subprocess.run(["apt-get", "install", "-y", "-q", "python3-jinja2"],
+                          env=env, stdout=sys.stderr).returncode:
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True, stdout=sys.stderr)
+            subprocess.run(["apt-get", "install", "-y", "-q", "python3-jinja2"], env=env, stdout=sys.stderr,
+                           check=True)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    host = Host(root=args.root, dry_run=args.command == "plan",
+                run_id=args.run_id or uuid.uuid4().hex[:12])
+    _ensure_jinja2(host)
+    from agent import engine, report  # after jinja2 is there
+    if args.command == "status":
+        st = report.status(host)
+        print(json.dumps(st, indent=2, sort_keys=True) if args.json else
+              f"last run {st['last_run'].get('run_id', '-')}: {st['last_run'].get('status')}\n"
+              + "\n".join(f"{n:<10} {'active' if u['active'] else 'INACTIVE'}"
+                          f"{'' if u['enabled'] else ' (not enabled)'}"
+                          for n, u in st["services"].items()))
+        return 0 if st["healthy"] else 1
+    try:
+        spec, raw_public, raw_secrets = _read_spec(args)
+    except (SpecError, OSError) as exc:
+        msg = str(exc)
+        print(json.dumps({"status": "invalid", "error": msg, "steps": []}) if args.json else msg,
+              file=sys.stdout if args.json else sys.stderr)
+        return 2
+    lock = None
+    if not host.dry_run:  # two applies at once (cloud-init and SSH) must not interleave
+        os.makedirs(host.path("/run"), exist_ok=True)
+        lock = open(host.path("/run/bulletproof-agent.lock"), "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    run = engine.Run(spec, host)
+    error = None
+    started = time.monotonic()
+    try:
+        run.execute()
+    except AgentError as exc:
+        error = exc
+    rep = report.build(host, spec, run.steps, error, run.dkim_txt, started,
+                       mode="plan" if host.dry_run else "apply")
+    rep["duration_s"] = round(time.monotonic() - started, 3)
+    report.write(host, rep)
+    if error is None and not host.dry_run:
+        report.keep_spec(host, raw_public, raw_secrets)
+    if args.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+    else:
+        _print_human(rep, host.dry_run)
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

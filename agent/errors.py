@@ -1,0 +1,45 @@
+"""The agent's own errors: each names what failed, what the tool said, and how to fix it."""
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    step = "agent"
+
+    def __init__(self, message: str, *, file: str = "", tool_output: str = "", fix: str = ""):
+        self.message, self.file, self.tool_output, self.fix = message, file, tool_output, fix
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = [self.message]
+        if self.file:
+            parts.append(f"file: {self.file}")
+        if self.tool_output:
+            parts.append("tool said: " + self.tool_output.strip().replace("\n", "\n    "))
+        if self.fix:
+            parts.append(f"fix: {self.fix}")
+        return "\n  ".join(parts)
+
+    def as_dict(self) -> dict:
+        return {"type": type(self).__name__, "step": self.step, "message": self.message,
+                "file": self.file, "tool_output": self.tool_output.strip(), "fix": self.fix}
+
+
+class PreflightError(AgentError):
+    step = "preflight"
+
+
+class PackageError(AgentError):
+    step = "packages"
+
+
+class ValidationError(AgentError):
+    """A staged config set was refused by the real tool; nothing went live."""
+    step = "validate"
+
+
+class ApplyError(AgentError):
+    step = "apply"
+
+
+class ServiceError(AgentError):
+    step = "services"

@@ -1,0 +1,75 @@
+"""Debian packages of the mail stack, installed non-interactively through apt."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+from agent.errors import PackageError
+from agent.host import Host, StepResult
+from agent.spec import Spec
+
+PACKAGES = (
+    "postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
+    "dovecot-lmtpd", "opendkim", "opendkim-tools", "unbound", "nftables", "openssl",
+    "ca-certificates", "python3-dnspython", "python3-jinja2", "iproute2",
+)
+# No daemon may start with package defaults (unbound would recurse to the real root
+# servers, dovecot would open 110/143): our config goes in first, then services start.
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+POLICY_MARK = "# bulletproof-agent: no daemon starts during install\n"
+# "No configuration": the package must not write its own main.cf that we then fight.
+DEBCONF = "postfix postfix/main_mailer_type select No configuration\n"
+
+
+def missing(host: Host, packages=PACKAGES) -> list[str]:
+    proc = host.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", *packages],
+                    check=False)
+    installed = {line.split()[0] for line in proc.stdout.splitlines()
+                 if len(line.split()) > 1 and line.split()[1].startswith("ii")}
+    return [p for p in packages if p not in installed]
+
+
+def versions(host: Host) -> dict[str, str]:
+    proc = host.run(["dpkg-query", "-W", "-f=${Package} ${Version}\n",
+                     "postfix", "dovecot-core", "opendkim", "unbound", "nftables"], check=False)
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+
+
+def apply(spec: Spec, host: Host) -> StepResult:
+    result = StepResult("packages")
+    if not host.live:
+        result.detail = "not the live root: packages not checked"
+        return result
+    todo = missing(host)
+    if not todo:
+        result.detail = f"all {len(PACKAGES)} packages installed"
+        return result
+    result.changed = True
+    result.detail = "install " + " ".join(todo)
+    if host.dry_run:
+        return result
+    env = {"DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_MODE": "a"}
+    own_policy = not os.path.exists(POLICY_RC_D)
+    try:
+        if own_policy:
+            with open(POLICY_RC_D, "w") as f:
+                f.write("#!/bin/sh\n" + POLICY_MARK + "exit 101\n")
+            os.chmod(POLICY_RC_D, 0o755)
+        host.run(["debconf-set-selections"], input=DEBCONF, check=False)
+        try:
+            host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
+                     env=env, timeout=1800)
+        except subprocess.CalledProcessError:
+            # Stale or absent package lists (fresh image): refresh once, then retry.
+            host.run(["apt-get", "update", "-q"], env=env, timeout=600)
+            host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
+                     env=env, timeout=1800)
+    except subprocess.CalledProcessError as exc:
+        raise PackageError("apt-get failed to install the mail stack",
+                           tool_output=(exc.stderr or exc.stdout or "")[-2000:],
+                           fix="check the apt sources/proxy of the host, then re-run apply"
+                           ) from exc
+    finally:
+        if own_policy and os.path.exists(POLICY_RC_D):
+            os.unlink(POLICY_RC_D)
+    return result

@@ -1,0 +1,97 @@
+"""Bring the daemons in line with the files: enable, then restart or reload only what a
+changed file belongs to (or what is not running), then wait for the ports, bounded."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from agent.errors import ServiceError
+from agent.host import Host, StepResult
+
+# Start order: the resolver and the milter before the MTA that uses them; firewall last.
+UNITS = ("unbound", "opendkim", "dovecot", "postfix", "nftables")
+# postfix.service is a oneshot wrapper; the real daemon is the postfix@- instance.
+ACTIVE_UNIT = {"postfix": "postfix@-"}
+# Reload is enough for these when they already run (master.cf changes included);
+# the others restart, which is cheap and re-reads everything.
+RELOADABLE = {"postfix", "dovecot"}
+PORTS = (25, 465, 587, 993)
+
+
+def unit_state(host: Host, service: str) -> tuple[bool, bool]:
+    unit = ACTIVE_UNIT.get(service, service)
+    active = host.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
+    if service == "nftables":  # oneshot without RemainAfterExit semantics on some setups
+        active = active or host.run(["nft", "list", "table", "inet", "filter"],
+                                    check=False).returncode == 0
+    enabled = host.run(["systemctl", "is-enabled", "--quiet", service],
+                       check=False).returncode == 0
+    return active, enabled
+
+
+def decide(host: Host, changed_services: set[str]) -> list[tuple[str, str]]:
+    """[(service, action)] with action in enable+start/restart/reload."""
+    actions = []
+    for service in UNITS:
+        active, enabled = unit_state(host, service)
+        if not enabled:
+            actions.append((service, "enable"))
+        if not active:
+            actions.append((service, "restart"))
+        elif service in changed_services:
+            actions.append((service, "reload" if service in RELOADABLE else "restart"))
+    return actions
+
+
+def _journal(host: Host, unit: str) -> str:
+    proc = host.run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-q"], check=False)
+    return proc.stdout
+
+
+def perform(host: Host, actions: list[tuple[str, str]]) -> None:
+    for service, action in actions:
+        argv = ["systemctl", action, service]
+        try:
+            host.run(argv, timeout=120)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            unit = ACTIVE_UNIT.get(service, service)
+            raise ServiceError(f"systemctl {action} {service} failed",
+                               tool_output=_journal(host, unit),
+                               fix=f"see journalctl -u {unit}") from exc
+
+
+def listening(host: Host) -> set[int]:
+    """TCP ports in LISTEN state. Read from the kernel, not by connecting: a probe
+    connection would leave "lost connection" noise in the mail log on every run."""
+    out = host.run(["ss", "-Hltn"], check=False).stdout
+    return {int(m) for m in re.findall(r":(\d+)\s", out)}
+
+
+def wait_ports(host: Host, ports=PORTS, timeout: float = 30.0) -> dict[int, bool]:
+    deadline = time.monotonic() + timeout
+    while True:
+        up = listening(host)
+        if set(ports) <= up or time.monotonic() > deadline:
+            return {p: p in up for p in ports}
+        time.sleep(0.2)
+
+
+def apply(host: Host, changed_services: set[str]) -> StepResult:
+    result = StepResult("services")
+    if not host.live:
+        result.detail = "not the live root: services not touched"
+        return result
+    actions = decide(host, changed_services)
+    result.changed = bool(actions)
+    result.detail = ", ".join(f"{a} {s}" for s, a in actions) or "all active, nothing changed"
+    if host.dry_run or not actions:
+        return result
+    perform(host, actions)
+    ports = wait_ports(host)
+    closed = [p for p, ok in ports.items() if not ok]
+    if closed:
+        raise ServiceError(f"ports {closed} not listening 30 s after start",
+                           tool_output=_journal(host, "postfix@-") + _journal(host, "dovecot"),
+                           fix="see /var/log/mail.log and journalctl -u dovecot")
+    return result

@@ -1,0 +1,250 @@
+"""The agent spec: the single contract between the Pulumi side and the on-host agent.
+
+Standard library only (it runs on a bare Debian 12 host). ``load(data)`` turns a plain dict
+into a frozen ``Spec`` or raises ``SpecError`` listing EVERY problem by path, e.g.
+``users[2].address: not an address in domain example.test``. A spec whose ``version`` is
+newer than ``SPEC_VERSION`` is refused by name before anything else is read.
+
+Two files on the host, merged at load (``merge(public, secrets)``):
+
+``/etc/bulletproof-mail/spec.json`` (0600, readable part; ``public_view`` of a spec)::
+
+    {
+      "version": 1,
+      "domain": "example.test",
+      "hostname": "mail.example.test",          # the mail FQDN (myhostname, HELO, cert CN)
+      "ipv4": "10.77.0.2",
+      "ipv6": null,                              # absent -> Postfix speaks IPv4 only
+      "users": [{"address": "alice@example.test", "quota_mb": 1024}],
+      "aliases": {"postmaster@example.test": ["alice@example.test"]},  # postmaster@/abuse@
+                                                 # default to the first user (RFC 2142)
+      "dkim": {"selector": "s1"},
+      "tls": {"mode": "self-signed"},            # or "provided" + cert_pem (+ key_pem secret)
+      "postscreen": {"dnsbl_sites": [{"zone": "dnsbl.test", "weight": 2}],
+                     "dnsbl_threshold": 2, "allowlist": ["192.0.2.0/24"],
+                     "greet_wait_s": 6},
+      "resolver": {"forwarders": ["10.77.0.1@53"],
+                   "stub_zones": [{"name": "example.test", "addrs": ["10.77.0.1"]}],
+                   "insecure_domains": ["test"], "max_negative_ttl_s": 60},
+      "rate_limits": {"client_connection_rate": 30, "client_message_rate": 60,
+                      "client_auth_rate": 10, "client_connection_count": 20},
+      "limits": {"message_size_limit": 26214400, "queue_minfree": 104857600},
+      "features": {"https": false, "spf_policy": true, "ssh_port": 22}
+    }
+
+``/etc/bulletproof-mail/secrets.json`` (0600, sent separately over SSH)::
+
+    {"passwords": {"alice@example.test": "{SHA512-CRYPT}$6$..."},
+     "dkim_private_key_pem": "-----BEGIN PRIVATE KEY-----...",
+     "tls_key_pem": "-----BEGIN PRIVATE KEY-----..."}   # only with tls.mode == "provided"
+
+A single file holding everything (``password_hash`` inside each user, ``private_key_pem``
+inside ``dkim``, ``key_pem`` inside ``tls``) is accepted too; ``split`` produces the pair.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SPEC_VERSION = 1
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+{_LABEL}$")
+_LOCAL_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_SELECTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Dovecot schemes we accept: strong, salted, slow hashes only (no PLAIN/MD5/SHA1).
+HASH_SCHEMES = ("SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID", "ARGON2I")
+TLS_MODES = ("self-signed", "provided")
+
+
+class SpecError(ValueError):
+    """Every problem of a spec, one ``path: message`` per line."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("invalid spec:\n  " + "\n  ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class User:
+    address: str
+    password_hash: str
+    quota_mb: int
+
+    @property
+    def local_part(self) -> str:
+        return self.address.split("@", 1)[0]
+
+
+@dataclass(frozen=True)
+class DnsblSite:
+    zone: str
+    weight: int = 1
+    filter: str | None = None  # e.g. "127.0.0.[2..11]": only these answers count
+
+
+@dataclass(frozen=True)
+class StubZone:
+    name: str
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Dkim:
+    selector: str
+    private_key_pem: str
+
+
+@dataclass(frozen=True)
+class Tls:
+    mode: str
+    cert_pem: str | None = None
+    key_pem: str | None = None
+
+
+@dataclass(frozen=True)
+class Postscreen:
+    dnsbl_sites: tuple[DnsblSite, ...] = ()
+    dnsbl_threshold: int = 2
+    allowlist: tuple[str, ...] = ()
+    greet_wait_s: int = 6
+
+
+@dataclass(frozen=True)
+class Resolver:
+    forwarders: tuple[str, ...]
+    stub_zones: tuple[StubZone, ...] = ()
+    insecure_domains: tuple[str, ...] = ()
+    max_negative_ttl_s: int = 3600
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    client_connection_rate: int = 30
+    client_message_rate: int = 60
+    client_auth_rate: int = 10
+    client_connection_count: int = 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    message_size_limit: int = 26214400
+    queue_minfree: int = 104857600
+
+
+@dataclass(frozen=True)
+class Features:
+    https: bool = False
+    spf_policy: bool = True
+    ssh_port: int = 22
+
+
+@dataclass(frozen=True)
+class Spec:
+    version: int
+    domain: str
+    hostname: str
+    ipv4: str
+    ipv6: str | None
+    users: tuple[User, ...]
+    aliases: tuple[tuple[str, tuple[str, ...]], ...]
+    dkim: Dkim
+    tls: Tls
+    postscreen: Postscreen
+    resolver: Resolver
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    limits: Limits = field(default_factory=Limits)
+    features: Features = field(default_factory=Features)
+
+    def public_view(self) -> dict:
+        """The readable part as a dict, without password hashes and private keys."""
+        return split(to_dict(self))[0]
+
+
+def to_dict(spec: Spec) -> dict:
+    """The full spec (secrets included) in the single-file JSON form."""
+    return {
+        "version": spec.version, "domain": spec.domain, "hostname": spec.hostname,
+        "ipv4": spec.ipv4, "ipv6": spec.ipv6,
+        "users": [{"address": u.address, "password_hash": u.password_hash,
+                   "quota_mb": u.quota_mb} for u in spec.users],
+        "aliases": {a: list(t) for a, t in spec.aliases},
+        "dkim": {"selector": spec.dkim.selector, "private_key_pem": spec.dkim.private_key_pem},
+        "tls": {k: v for k, v in vars(spec.tls).items() if v is not None},
+        "postscreen": {
+            "dnsbl_sites": [{k: v for k, v in vars(s).items() if v is not None}
+                            for s in spec.postscreen.dnsbl_sites],
+            "dnsbl_threshold": spec.postscreen.dnsbl_threshold,
+            "allowlist": list(spec.postscreen.allowlist),
+            "greet_wait_s": spec.postscreen.greet_wait_s},
+        "resolver": {
+            "forwarders": list(spec.resolver.forwarders),
+            "stub_zones": [{"name": z.name, "addrs": list(z.addrs)}
+                           for z in spec.resolver.stub_zones],
+            "insecure_domains": list(spec.resolver.insecure_domains),
+            "max_negative_ttl_s": spec.resolver.max_negative_ttl_s},
+        "rate_limits": dict(vars(spec.rate_limits)),
+        "limits": dict(vars(spec.limits)),
+        "features": dict(vars(spec.features)),
+    }
+
+
+def split(data: dict) -> tuple[dict, dict]:
+    """Split a single-file spec dict into (public, secrets); ``merge`` is the inverse."""
+    public = copy.deepcopy(data)
+    secrets: dict[str, Any] = {}
+    passwords = {}
+    for user in public.get("users") or []:
+        if isinstance(user, dict) and "password_hash" in user:
+            passwords[user.get("address")] = user.pop("password_hash")
+    if passwords:
+        secrets["passwords"] = passwords
+    if isinstance(public.get("dkim"), dict) and "private_key_pem" in public["dkim"]:
+        secrets["dkim_private_key_pem"] = public["dkim"].pop("private_key_pem")
+    if isinstance(public.get("tls"), dict) and "key_pem" in public["tls"]:
+        secrets["tls_key_pem"] = public["tls"].pop("key_pem")
+    return public, secrets
+
+
+def merge(public: dict, secrets: dict | None) -> dict:
+    """Put the secrets file's values back where ``load`` expects them."""
+    data = copy.deepcopy(public)
+    secrets = secrets or {}
+    unknown = set(secrets) - {"passwords", "dkim_private_key_pem", "tls_key_pem"}
+    if unknown:
+        raise SpecError([f"secrets.{k}: unknown key" for k in sorted(unknown)])
+    for user in data.get("users") or []:
+        if isinstance(user, dict) and user.get("address") in secrets.get("passwords", {}):
+            user["password_hash"] = secrets["passwords"][user["address"]]
+    if "dkim_private_key_pem" in secrets and isinstance(data.get("dkim"), dict):
+        data["dkim"]["private_key_pem"] = secrets["dkim_private_key_pem"]
+    if "tls_key_pem" in secrets and isinstance(data.get("tls"), dict):
+        data["tls"]["key_pem"] = secrets["tls_key_pem"]
+    return data
+
+
+def load(data: Any) -> Spec:
+    """Validate ``data`` (the merged dict) and return a ``Spec``; raise SpecError otherwise."""
+    from agent.spec_checks import Checker  # the field-by-field rules live apart
+
+    if not isinstance(data, dict):
+        raise SpecError(["(root): expected a JSON object"])
+    version = data.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > SPEC_VERSION:
+        raise SpecError([f"version: spec version {version} is newer than this agent knows "
+                         f"({SPEC_VERSION}); upgrade bulletproof-agent"])
+    return Checker(data).spec()
+
+
+def is_domain(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 253 and bool(_DOMAIN_RE.match(value))
+
+
+def is_ip(value: Any, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(value).version == version
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,277 @@
+"""Field rules of the spec. Every rule appends ``path: message`` and goes on, so one run
+reports every error at once (fixing a spec one error per deploy is painful)."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from agent import spec as S
+
+_MISSING = object()
+
+
+class Checker:
+    def __init__(self, data: dict):
+        self.data = data
+        self.errors: list[str] = []
+
+    # -- primitives ------------------------------------------------------------------
+    def err(self, path: str, msg: str) -> None:
+        self.errors.append(f"{path}: {msg}")
+
+    def get(self, obj: Any, key: str, path: str, kind: type | tuple, default: Any = _MISSING):
+        value = obj.get(key, _MISSING) if isinstance(obj, dict) else _MISSING
+        if value is _MISSING or (value is None and default is None):
+            if default is _MISSING:
+                self.err(path, "required")
+            return default
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            self.err(path, f"expected an integer, got {value!r}")
+            return default if default is not _MISSING else None
+        if not isinstance(value, kind):
+            self.err(path, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+            return default if default is not _MISSING else None
+        return value
+
+    def positive(self, obj, key, path, default, minimum=1):
+        value = self.get(obj, key, path, int, default)
+        if isinstance(value, int) and value < minimum:
+            self.err(path, f"must be >= {minimum}, got {value}")
+        return value
+
+    def no_unknown(self, obj: Any, allowed: set[str], path: str) -> None:
+        if isinstance(obj, dict):
+            for key in sorted(set(obj) - allowed):
+                self.err(f"{path}.{key}" if path else key, "unknown key")
+
+    def section(self, key: str) -> dict:
+        value = self.data.get(key, {})
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.err(key, "expected an object")
+            return {}
+        return value
+
+    # -- the spec --------------------------------------------------------------------
+    def spec(self) -> S.Spec:
+        d = self.data
+        self.no_unknown(d, {"version", "domain", "hostname", "ipv4", "ipv6", "users", "aliases",
+                            "dkim", "tls", "postscreen", "resolver", "rate_limits", "limits",
+                            "features"}, "")
+        version = self.get(d, "version", "version", int)
+        if isinstance(version, int) and version < 1:
+            self.err("version", f"must be 1..{S.SPEC_VERSION}")
+        domain = self.get(d, "domain", "domain", str)
+        if isinstance(domain, str) and not S.is_domain(domain):
+            self.err("domain", f"not a lower-case domain name: {domain!r}")
+            domain = None
+        hostname = self.get(d, "hostname", "hostname", str)
+        if isinstance(hostname, str) and not S.is_domain(hostname):
+            self.err("hostname", f"not a fully qualified host name: {hostname!r}")
+        ipv4 = self.get(d, "ipv4", "ipv4", str)
+        if isinstance(ipv4, str) and not S.is_ip(ipv4, 4):
+            self.err("ipv4", f"not an IPv4 address: {ipv4!r}")
+        ipv6 = self.get(d, "ipv6", "ipv6", str, None)
+        if isinstance(ipv6, str) and not S.is_ip(ipv6, 6):
+            self.err("ipv6", f"not an IPv6 address: {ipv6!r}")
+        users = self.users(d.get("users", _MISSING), domain)
+        aliases = self.aliases(d.get("aliases", {}), domain, users)
+        spec_kwargs = dict(
+            version=version, domain=domain, hostname=hostname, ipv4=ipv4, ipv6=ipv6,
+            users=users, aliases=aliases, dkim=self.dkim(), tls=self.tls(),
+            postscreen=self.postscreen(), resolver=self.resolver(),
+            rate_limits=self.rate_limits(), limits=self.limits(), features=self.features())
+        if self.errors:
+            raise S.SpecError(self.errors)
+        return S.Spec(**spec_kwargs)
+
+    def address(self, value: Any, path: str, domain: str | None, own: bool = True) -> bool:
+        if not isinstance(value, str) or value.count("@") != 1:
+            self.err(path, f"not an email address: {value!r}")
+            return False
+        local, dom = value.split("@")
+        if not S._LOCAL_RE.match(local) or not S.is_domain(dom):
+            self.err(path, f"not a lower-case email address: {value!r}")
+            return False
+        if own and domain and dom != domain:
+            self.err(path, f"not an address in domain {domain}")
+            return False
+        return True
+
+    def users(self, raw: Any, domain: str | None) -> tuple:
+        if raw is _MISSING:
+            self.err("users", "required")
+            return ()
+        if not isinstance(raw, list) or not raw:
+            self.err("users", "expected a non-empty list of users")
+            return ()
+        out, seen = [], set()
+        for i, u in enumerate(raw):
+            p = f"users[{i}]"
+            if not isinstance(u, dict):
+                self.err(p, "expected an object")
+                continue
+            self.no_unknown(u, {"address", "password_hash", "quota_mb"}, p)
+            addr = u.get("address")
+            if self.address(addr, f"{p}.address", domain):
+                if addr in seen:
+                    self.err(f"{p}.address", f"duplicate user {addr}")
+                seen.add(addr)
+            h = self.get(u, "password_hash", f"{p}.password_hash", str)
+            if isinstance(h, str):
+                m = re.match(r"^\{([A-Z0-9-]+)\}(\S+)$", h)
+                if not m or m.group(1) not in S.HASH_SCHEMES:
+                    self.err(f"{p}.password_hash", "expected {SCHEME}hash with SCHEME one of "
+                             + ", ".join(S.HASH_SCHEMES))
+                elif ":" in m.group(2):
+                    self.err(f"{p}.password_hash", "must not contain ':' (passwd-file separator)")
+            quota = self.positive(u, "quota_mb", f"{p}.quota_mb", 1024)
+            out.append(S.User(address=addr, password_hash=h, quota_mb=quota))
+        return tuple(out)
+
+    def aliases(self, raw: Any, domain: str | None, users: tuple) -> tuple:
+        if not isinstance(raw, dict):
+            self.err("aliases", "expected an object {address: [targets]}")
+            return ()
+        out: dict[str, tuple] = {}
+        for addr, targets in raw.items():
+            p = f"aliases[{addr!r}]"
+            ok = self.address(addr, p, domain)
+            if isinstance(targets, str):
+                targets = [targets]
+            if not isinstance(targets, list) or not targets:
+                self.err(p, "expected a non-empty list of target addresses")
+                continue
+            for j, t in enumerate(targets):
+                self.address(t, f"{p}[{j}]", domain, own=False)
+            if ok and addr in {u.address for u in users}:
+                self.err(p, "is also a user; an address is either a mailbox or an alias")
+            out[addr] = tuple(targets)
+        # RFC 2142: postmaster@ and abuse@ must reach a human; default to the first user.
+        if domain and users and isinstance(users[0].address, str):
+            for role in ("postmaster", "abuse"):
+                out.setdefault(f"{role}@{domain}", (users[0].address,))
+        return tuple(sorted(out.items()))
+
+    def dkim(self) -> S.Dkim:
+        d = self.section("dkim")
+        self.no_unknown(d, {"selector", "private_key_pem"}, "dkim")
+        sel = self.get(d, "selector", "dkim.selector", str)
+        if isinstance(sel, str) and not S._SELECTOR_RE.match(sel):
+            self.err("dkim.selector", f"not a DNS label: {sel!r}")
+        key = self.get(d, "private_key_pem", "dkim.private_key_pem", str)
+        if isinstance(key, str) and "PRIVATE KEY-----" not in key:
+            self.err("dkim.private_key_pem", "not a PEM private key")
+        return S.Dkim(selector=sel, private_key_pem=key)
+
+    def tls(self) -> S.Tls:
+        d = self.section("tls")
+        self.no_unknown(d, {"mode", "cert_pem", "key_pem"}, "tls")
+        mode = self.get(d, "mode", "tls.mode", str, "self-signed")
+        if mode not in S.TLS_MODES:
+            self.err("tls.mode", f"expected one of {', '.join(S.TLS_MODES)}, got {mode!r}")
+        cert = self.get(d, "cert_pem", "tls.cert_pem", str, None)
+        key = self.get(d, "key_pem", "tls.key_pem", str, None)
+        if mode == "provided":
+            if not cert or "BEGIN CERTIFICATE" not in cert:
+                self.err("tls.cert_pem", "required PEM certificate when tls.mode is provided")
+            if not key or "PRIVATE KEY-----" not in key:
+                self.err("tls.key_pem", "required PEM private key when tls.mode is provided")
+        elif cert or key:
+            self.err("tls", "cert_pem/key_pem given but tls.mode is self-signed")
+        return S.Tls(mode=mode, cert_pem=cert, key_pem=key)
+
+    def postscreen(self) -> S.Postscreen:
+        d = self.section("postscreen")
+        self.no_unknown(d, {"dnsbl_sites", "dnsbl_threshold", "allowlist", "greet_wait_s"},
+                        "postscreen")
+        sites = []
+        for i, s in enumerate(self.get(d, "dnsbl_sites", "postscreen.dnsbl_sites", list, [])):
+            p = f"postscreen.dnsbl_sites[{i}]"
+            self.no_unknown(s, {"zone", "weight", "filter"}, p)
+            zone = self.get(s, "zone", f"{p}.zone", str)
+            if isinstance(zone, str) and not S.is_domain(zone):
+                self.err(f"{p}.zone", f"not a DNS zone: {zone!r}")
+            weight = self.get(s, "weight", f"{p}.weight", int, 1)
+            if isinstance(weight, int) and weight == 0:
+                self.err(f"{p}.weight", "must not be 0")
+            filt = self.get(s, "filter", f"{p}.filter", str, None)
+            if isinstance(filt, str) and not re.match(r"^[0-9.\[\];]+$", filt):
+                self.err(f"{p}.filter", f"not a postscreen reply filter: {filt!r}")
+            sites.append(S.DnsblSite(zone=zone, weight=weight, filter=filt))
+        allow = []
+        for i, net in enumerate(self.get(d, "allowlist", "postscreen.allowlist", list, [])):
+            try:
+                allow.append(str(ipaddress.ip_network(net, strict=False)))
+            except (ValueError, TypeError):
+                self.err(f"postscreen.allowlist[{i}]", f"not a CIDR network: {net!r}")
+        return S.Postscreen(
+            dnsbl_sites=tuple(sites),
+            dnsbl_threshold=self.positive(d, "dnsbl_threshold", "postscreen.dnsbl_threshold", 2),
+            allowlist=tuple(allow),
+            greet_wait_s=self.positive(d, "greet_wait_s", "postscreen.greet_wait_s", 6))
+
+    def resolver(self) -> S.Resolver:
+        d = self.section("resolver")
+        self.no_unknown(d, {"forwarders", "stub_zones", "insecure_domains",
+                            "max_negative_ttl_s"}, "resolver")
+        fwd = self.get(d, "forwarders", "resolver.forwarders", list)
+        if isinstance(fwd, list) and not fwd:
+            self.err("resolver.forwarders", "at least one forwarder is required")
+        for i, f in enumerate(fwd or []):
+            self.ip_port(f, f"resolver.forwarders[{i}]")
+        stubs = []
+        for i, z in enumerate(self.get(d, "stub_zones", "resolver.stub_zones", list, [])):
+            p = f"resolver.stub_zones[{i}]"
+            self.no_unknown(z, {"name", "addrs"}, p)
+            name = self.get(z, "name", f"{p}.name", str)
+            if isinstance(name, str) and not S.is_domain(name):
+                self.err(f"{p}.name", f"not a DNS zone: {name!r}")
+            addrs = self.get(z, "addrs", f"{p}.addrs", list) or []
+            for j, a in enumerate(addrs):
+                self.ip_port(a, f"{p}.addrs[{j}]")
+            stubs.append(S.StubZone(name=name, addrs=tuple(addrs)))
+        insecure = self.get(d, "insecure_domains", "resolver.insecure_domains", list, [])
+        for i, n in enumerate(insecure):
+            if not (isinstance(n, str) and (S.is_domain(n) or re.match(r"^[a-z0-9-]+$", n))):
+                self.err(f"resolver.insecure_domains[{i}]", f"not a DNS name: {n!r}")
+        return S.Resolver(forwarders=tuple(fwd or ()), stub_zones=tuple(stubs),
+                          insecure_domains=tuple(insecure),
+                          max_negative_ttl_s=self.positive(
+                              d, "max_negative_ttl_s", "resolver.max_negative_ttl_s", 3600, 0))
+
+    def ip_port(self, value: Any, path: str) -> None:
+        ip, _, port = str(value).partition("@")
+        if not (S.is_ip(ip, 4) or S.is_ip(ip, 6)) or (port and not (
+                port.isdigit() and 0 < int(port) < 65536)):
+            self.err(path, f"expected IP or IP@PORT, got {value!r}")
+
+    def rate_limits(self) -> S.RateLimits:
+        d = self.section("rate_limits")
+        names = [f for f in S.RateLimits.__dataclass_fields__]
+        self.no_unknown(d, set(names), "rate_limits")
+        return S.RateLimits(**{n: self.positive(d, n, f"rate_limits.{n}",
+                                                getattr(S.RateLimits, n)) for n in names})
+
+    def limits(self) -> S.Limits:
+        d = self.section("limits")
+        self.no_unknown(d, {"message_size_limit", "queue_minfree"}, "limits")
+        size = self.positive(d, "message_size_limit", "limits.message_size_limit",
+                             S.Limits.message_size_limit, 1024)
+        free = self.positive(d, "queue_minfree", "limits.queue_minfree", S.Limits.queue_minfree, 0)
+        # Postfix refuses mail when queue_minfree < 1.5 * message_size_limit (postconf(5)).
+        if isinstance(size, int) and isinstance(free, int) and free and free < 1.5 * size:
+            self.err("limits.queue_minfree", f"must be >= 1.5 x message_size_limit ({int(1.5 * size)})")
+        return S.Limits(message_size_limit=size, queue_minfree=free)
+
+    def features(self) -> S.Features:
+        d = self.section("features")
+        self.no_unknown(d, {"https", "spf_policy", "ssh_port"}, "features")
+        port = self.positive(d, "ssh_port", "features.ssh_port", 22)
+        if isinstance(port, int) and port > 65535:
+            self.err("features.ssh_port", f"not a TCP port: {port}")
+        return S.Features(https=self.get(d, "https", "features.https", bool, False),
+                          spf_policy=self.get(d, "spf_policy", "features.spf_policy", bool, True),
+                          ssh_port=port)

@@ -1,0 +1,86 @@
+"""Reputation preflight: is the host's IP on a configured DNSBL? Checked before any DNS record
+is written or the agent runs, so a dirty IP stops `pulumi up` instead of a mail server that
+nobody accepts mail from.
+
+Lookups go to the stack's own resolver (the local stack's BIND serves the test DNSBL zone), never
+to a public resolver: DNSBLs block queries that come through shared resolvers.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+
+class ListedIpError(RuntimeError):
+    pass
+
+
+def dnsbl_name(ip: str, zone: str) -> str:
+    """1.2.3.4 in zone z -> 4.3.2.1.z (IPv6: nibbles, as DNSBLs do)."""
+    rev = ipaddress.ip_address(ip).reverse_pointer
+    return rev.rsplit(".", 2)[0] + "." + zone.rstrip(".") + "."
+
+
+def _ask(name: str, rtype: str, resolver: str, port: int) -> list[str]:
+    query = dns.message.make_query(name, rtype)
+    reply = dns.query.udp(query, resolver, port=port, timeout=5)
+    if reply.rcode() == dns.rcode.NXDOMAIN:
+        return []
+    if reply.rcode() != dns.rcode.NOERROR:
+        raise ListedIpError(f"DNSBL lookup {name} {rtype} failed: {dns.rcode.to_text(reply.rcode())}")
+    return [r.to_text().strip('"') for rrset in reply.answer if rrset.rdtype == dns.rdatatype.from_text(rtype)
+            for r in rrset]
+
+
+def listings(ip: str, zones: list[str], resolver: str, port: int = 53) -> dict[str, str]:
+    """{zone: listing text} for every zone that lists `ip` (A answer in 127.0.0.0/8)."""
+    found = {}
+    for zone in zones:
+        name = dnsbl_name(ip, zone)
+        answers = [a for a in _ask(name, "A", resolver, port) if a.startswith("127.")]
+        if answers:
+            found[zone] = "; ".join(_ask(name, "TXT", resolver, port)) or f"listed ({answers[0]})"
+    return found
+
+
+class _ReputationProvider(ResourceProvider):
+    def create(self, props):
+        return CreateResult(id_=props["ip"], outs=self._check(props))
+
+    def update(self, _id, _olds, news):
+        return UpdateResult(outs=self._check(news))
+
+    def diff(self, _id, olds, news):
+        keys = ("ip", "zones", "allow_listed_ip", "resolver")
+        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys), replaces=[])
+
+    def _check(self, props):
+        from components import reputation
+        host, _, port = props["resolver"].rpartition(":")
+        found = reputation.listings(props["ip"], props["zones"], host, int(port))
+        if found and not props["allow_listed_ip"]:
+            lines = [f"{zone}: {text}" for zone, text in sorted(found.items())]
+            raise reputation.ListedIpError(
+                f"the host IP {props['ip']} is listed on {len(found)} DNSBL(s): " + " | ".join(lines)
+                + ". Mail from it will be refused. Ask your provider for another IP (or get it "
+                  "delisted), or set `bulletproof-mail:allow_listed_ip: true` to proceed anyway.")
+        return {**props, "listed": sorted(found)}
+
+
+class ReputationCheck(Resource):
+    """Fails the deploy when the host IP is on one of `zones` (unless allowed)."""
+
+    listed: pulumi.Output[list]
+
+    def __init__(self, name: str, ip: pulumi.Input[str], zones: list[str], resolver: pulumi.Input[str],
+                 allow_listed_ip: bool, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(_ReputationProvider(), name, {
+            "ip": ip, "zones": zones, "resolver": resolver, "allow_listed_ip": allow_listed_ip,
+            "listed": None}, opts)

@@ -1,0 +1,168 @@
+"""Helpers (no tests here): deploy the agent on a booted Debian 12 container (localcloud), as the Pulumi side does:
+copy the zipapp and the spec over SSH, run ``bulletproof-agent apply --json``.
+
+Also used by bench/agent_apply.py. Needs root, systemd-nspawn, tinyproxy and named.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent import build, example
+from localcloud import __main__ as localcloud_cli
+from localcloud import aptproxy, container, dns, image, naming, network
+
+DOMAIN = "example.test"
+AGENT = "/usr/local/sbin/bulletproof-agent"
+PENDING = "/etc/bulletproof-mail/pending"  # new spec lands here; applied copy -> spec.json
+HOST_INDEX = 10
+LISTED_INDEX = 200      # a client address listed in the test DNSBL
+PREGREET_INDEX = 201    # a fresh client address for the pregreet test (postscreen caches passes)
+
+
+def tools_missing() -> list[str]:
+    return [t for t in ("systemd-nspawn", "tinyproxy", "named") if not shutil.which(t)]
+
+
+def dnsbl_name(ip: str) -> str:
+    return ".".join(reversed(ip.split("."))) + ".dnsbl.test"
+
+
+@dataclass
+class Deployed:
+    names: naming.StackNames
+    bridge: network.Bridge
+    ip: str
+    ssh: paramiko.SSHClient
+    key_file: str
+    spec: dict
+    workdir: str
+    reports: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    extra_addrs: list = field(default_factory=list)
+
+    def run(self, command: str, timeout: float = 900) -> tuple[int, str, str]:
+        _, out, err = self.ssh.exec_command(command, timeout=timeout)
+        o, e = out.read().decode(), err.read().decode()
+        return out.channel.recv_exit_status(), o, e
+
+    def put(self, data: bytes, path: str, mode: int) -> None:
+        sftp = self.ssh.open_sftp()
+        try:
+            tmp = path + ".upload"
+            with sftp.open(tmp, "wb") as f:
+                f.chmod(mode)  # before the content: a secret is never world-readable
+                f.write(data)
+            sftp.posix_rename(tmp, path)
+        finally:
+            sftp.close()
+
+    def send_spec(self, data: dict) -> None:
+        from agent.spec import split
+        public, secrets = split(data)
+        self.run(f"install -d -m 0700 {PENDING}")
+        for name, content in (("spec.json", public), ("secrets.json", secrets)):
+            self.put(json.dumps(content, indent=2, sort_keys=True).encode(),
+                     f"{PENDING}/{name}", 0o600)
+
+    def apply(self, data: dict | None = None, run_id: str = "") -> tuple[int, dict, float, str]:
+        if data is not None:
+            self.send_spec(data)
+        started = time.monotonic()
+        rc, out, err = self.run(f"{AGENT} apply --spec {PENDING}/spec.json --secrets "
+                                f"{PENDING}/secrets.json --json --run-id {run_id or 'itest'}")
+        elapsed = time.monotonic() - started
+        try:
+            report = json.loads(out)
+        except ValueError:
+            report = {"status": "unparsable", "stdout": out}
+        self.reports.append(report)
+        return rc, report, elapsed, err
+
+
+def _keypair(workdir: str):
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+    path = os.path.join(workdir, "id_ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode())), public, path
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def up(stack: str = "itest-agent", log=print) -> Deployed:
+    """Bridge, proxy, DNS, container, agent applied. Call ``down`` in a finally."""
+    names = naming.stack_names(stack)
+    dns.stop(names.runtime_dir / "agent-dns")  # leftovers of an interrupted run
+    localcloud_cli.stop_all(names)
+    workdir = tempfile.mkdtemp(prefix="bpm-itest-")
+    image.ensure_image(log=log)
+    bridge = network.ensure_bridge(names)
+    proxy = aptproxy.start(names, bridge.ipv4)
+    ip = str(bridge.address(HOST_INDEX).ip)
+    gw = str(bridge.ipv4.ip)
+    listed = str(bridge.address(LISTED_INDEX).ip)
+    zones = [
+        dns.ZoneSpec(DOMAIN, (("@", "MX", f"10 mail.{DOMAIN}."), ("mail", "A", ip),
+                              ("@", "TXT", '"v=spf1 mx -all"'))),
+        dns.ZoneSpec("elsewhere.test", (("@", "MX", "10 mx.elsewhere.test."),
+                                        ("mx", "A", gw), ("client", "A", gw))),
+        dns.ZoneSpec("dnsbl.test", ((dnsbl_name(listed)[:-len(".dnsbl.test")], "A", "127.0.0.2"),
+                                    (dnsbl_name(listed)[:-len(".dnsbl.test")], "TXT",
+                                     '"listed by the itest"'))),
+    ]
+    dns_dir = names.runtime_dir / "agent-dns"
+    dns.start(dns_dir, gw, 53, zones, tsig_name=f"{names.stack_id}-key")
+    key, public, key_file = _keypair(workdir)
+    started = time.monotonic()
+    machine = container.start(names, "mail", bridge=bridge.name, ipv4=str(bridge.address(HOST_INDEX)),
+                              nameserver=gw, apt_proxy_url=proxy.url, authorized_keys=[public],
+                              hostname=f"mail.{DOMAIN}")
+    container.wait_ssh(ip, timeout=120)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # brand-new host key
+    client.connect(ip, username="root", pkey=key, timeout=10, allow_agent=False,
+                   look_for_keys=False)
+    spec = example.example(domain=DOMAIN, ipv4=ip, dns_server=gw)
+    d = Deployed(names, bridge, ip, client, key_file, spec, workdir)
+    d.timings["boot_to_ssh_s"] = time.monotonic() - started
+    d.run("cloud-init status --wait", timeout=300)
+    for index in (LISTED_INDEX, PREGREET_INDEX):
+        addr = str(bridge.address(index))
+        subprocess.run(["ip", "addr", "add", addr, "dev", bridge.name], capture_output=True)
+        d.extra_addrs.append(addr)
+    pyz = build.build(os.path.join(workdir, "bulletproof-agent.pyz"))
+    d.run("install -d -m 0755 /usr/local/sbin")
+    d.put(open(pyz, "rb").read(), AGENT, 0o755)
+    return d
+
+
+def down(d: Deployed | None, stack: str = "itest-agent") -> None:
+    names = d.names if d else naming.stack_names(stack)
+    if d:
+        try:
+            d.ssh.close()
+        except Exception:
+            pass
+        for addr in d.extra_addrs:
+            subprocess.run(["ip", "addr", "del", addr, "dev", d.bridge.name], capture_output=True)
+        shutil.rmtree(d.workdir, ignore_errors=True)
+    dns.stop(names.runtime_dir / "agent-dns")
+    localcloud_cli.stop_all(names)
