@@ -124,8 +124,13 @@ def start(names: naming.StackNames, host: str, *, bridge: str, ipv4: str,
     try:
         _seed(p["root"], names, host, hostname, ipv4_if, gateway, ipv6_if, nameserver,
               apt_proxy_url, authorized_keys, user_data, meta_data)
+        # Downloaded .debs are kept on the machine, shared by every host: the install step
+        # still runs for real, but a repeat deploy need not fetch the packages again.
+        debs = naming.cache_dir() / "apt-archives"
+        (debs / "partial").mkdir(parents=True, exist_ok=True)
         argv = ["systemd-nspawn", f"--directory={p['root']}", f"--machine={machine}",
                 "--register=no", "--keep-unit", f"--network-bridge={bridge}",
+                f"--bind={debs}:/var/cache/apt/archives",
                 "--resolv-conf=off", "--console=read-only", "--boot"]
         pid = process.spawn(argv, p["log"], p["pid"])
         leader = _wait_leader(pid, p["log"])
