@@ -56,8 +56,9 @@ stack: prereqs passphrase
 up: stack
 	$(PULUMI_STACK) up --yes --refresh --skip-preview
 
+# PREVIEW_FLAGS: extra flags, e.g. CI adds `--policy-pack policies`.
 preview: stack
-	$(PULUMI_STACK) preview --diff
+	$(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS)
 
 refresh: stack
 	$(PULUMI_STACK) refresh --yes

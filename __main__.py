@@ -5,7 +5,7 @@ import sys
 
 import pulumi
 
-from components import config
+from components import config, rdns_check
 from components.mail_server import MailServer
 
 
@@ -21,12 +21,17 @@ def _records_by_name(records: list) -> dict:
 stack = pulumi.get_stack()
 _cfg = pulumi.Config()
 _KEYS = ("backend", "region", "residency", "domain", "hostname", "users", "aliases", "dkim_selector",
-         "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify", "allow_listed_ip")
+         "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify", "allow_listed_ip",
+         *config.SSH_ONLY_KEYS)
+# Config keys that are Pulumi secrets; the program passes them on only as secret Outputs.
+_SECRETS = [k for k in _KEYS if pulumi.runtime.is_config_secret(f"{pulumi.get_project()}:{k}")]
 
 
 def _value(key: str):
     """Structured values arrive as JSON text, plain strings as themselves."""
-    raw = _cfg.get(key)
+    # The runtime's view, not Config.get: no "read a secret as plain text" warning for secrets,
+    # whose plain values serve validation only.
+    raw = pulumi.runtime.get_config(f"{pulumi.get_project()}:{key}")
     try:
         return json.loads(raw)
     except (TypeError, ValueError):
@@ -34,22 +39,34 @@ def _value(key: str):
 
 
 try:
-    cfg = config.load({k: _value(k) for k in _KEYS if _cfg.get(k) is not None}, stack)
+    cfg = config.load({k: _value(k) for k in _KEYS if _value(k) is not None}, stack, _SECRETS)
 except config.ConfigError as err:
     # One clear line per problem, before any resource is declared.
     for line in err.errors:
         pulumi.log.error(line)
     sys.exit(32)  # the launcher's "already told the user" exit code: no Python traceback
 
-mail = MailServer("mail", cfg, stack, str(pathlib.Path(__file__).resolve().parent))
+if cfg.backend == "ssh":
+    # The provider sets the PTR of an existing server: check it before any resource is declared.
+    try:
+        rdns_check.enforce(cfg.fqdn, [a for a in (cfg.ssh.host, cfg.ssh.ipv6) if a], cfg.dns.resolver,
+                           cfg.ssh.rdns)
+    except rdns_check.RdnsError as err:
+        for line in err.problems:
+            pulumi.log.error(line)
+        sys.exit(32)
+
+mail = MailServer("mail", cfg, stack, str(pathlib.Path(__file__).resolve().parent),
+                  secrets={k: _cfg.require_secret(k) for k in config.SECRET_KEYS if k in _SECRETS})
 
 pulumi.export("domain", cfg.domain)
 pulumi.export("fqdn", mail.fqdn)
 pulumi.export("host_ipv4", mail.ipv4)
 pulumi.export("host_ipv6", mail.ipv6)
 pulumi.export("region", cfg.region)
-pulumi.export("ssh_target", mail.ipv4.apply(lambda ip: f"root@{ip}"))
-pulumi.export("ssh_private_key", mail.ssh_private_key)
+pulumi.export("ssh_target", mail.ipv4.apply(lambda ip: f"{mail.ssh_user}@{ip}"))
+if cfg.backend == "local":  # on ssh the key is the user's own, already in their config
+    pulumi.export("ssh_private_key", mail.ssh_private_key)
 pulumi.export("dns_server", mail.dns_server)
 _records = list(mail.records.values()) + mail.rdns
 pulumi.export("dns_records", pulumi.Output.all(

@@ -1,7 +1,8 @@
 """Put the agent's secrets (and, after first boot, the agent and its spec) on a host and apply.
 
 First boot: cloud-init (user-data) already carries the agent and the readable spec, and waits
-for the secrets file; we upload it and wait for the agent's report of that run. Later changes:
+for the secrets file; we upload it and wait for the agent's report of that run. Later changes,
+and every run on a server that booted without our user-data (backend ssh, boot_run_id ""):
 we copy the agent and the spec over SSH and run it ourselves. Either way the deploy fails with
 the agent's own error.
 """
@@ -94,12 +95,14 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
         state = _state(client)
         if state and state.get("run_id") == run_id:
             return _checked(state)
-        if run_id == boot_run_id and not (state and state.get("run_id") != run_id):
-            return _wait_first_boot(client, run_id, timeout)
-        # A first-boot run may still be going (it started once the secrets arrived): let it
-        # finish before replacing the agent under it.
-        remote.run(client, f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true",
-                   timeout=timeout + 30)
+        if boot_run_id:
+            if run_id == boot_run_id and not (state and state.get("run_id") != run_id):
+                return _wait_first_boot(client, run_id, timeout)
+            # A first-boot run may still be going (it started once the secrets arrived): let it
+            # finish before replacing the agent under it.
+            remote.run(client, f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true",
+                       timeout=timeout + 30)
+        # No boot_run_id: no user-data runs the agent (an existing server): nothing to wait for.
         remote.put(client, AGENT, zipapp, 0o755)
         remote.put(client, SPEC, spec_json.encode(), 0o600)
         result = remote.run(client, apply_command(run_id), timeout=timeout)

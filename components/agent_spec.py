@@ -41,8 +41,8 @@ def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[
         "resolver": {
             "forwarders": forwarders,
             "stub_zones": stub_zones or [],
-            # The local test zones are unsigned; real stacks keep DNSSEC validation.
-            "insecure_domains": ["test"] if cfg.is_local else [],
+            # .test zones (RFC 6761) are never signed; real domains keep DNSSEC validation.
+            "insecure_domains": ["test"] if cfg.is_local or cfg.domain.endswith(".test") else [],
         },
     }
     validate(spec)

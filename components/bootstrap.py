@@ -44,7 +44,7 @@ class _AgentRunProvider(ResourceProvider):
         from components import agent_deploy
 
         target = agent_deploy.Target(props["host"], props["ssh_private_key"],
-                                     known_hosts=props["known_hosts"])
+                                     known_hosts=props["known_hosts"], user=props.get("user", "root"))
         report = agent_deploy.deploy(target, props["spec_json"], props["secrets_json"],
                                      b64.b64decode(props["zipapp_b64"]), props["run_id"],
                                      props["boot_run_id"])
@@ -62,12 +62,13 @@ class AgentRun(Resource):
 class BootstrapArgs:
     host: pulumi.Input[str]            # address the stack reaches the host's sshd at
     host_id: pulumi.Input[str]         # changes when the host is recreated
-    boot_run_id: pulumi.Input[str]     # the run its user-data performs at first boot
+    boot_run_id: pulumi.Input[str]     # the run its user-data performs at first boot; "" if none
     ssh_private_key: pulumi.Input[str]
     known_hosts: str
     spec_json: pulumi.Input[str]
     secrets_json: pulumi.Input[str]
     after: list | None = None          # what the run waits for (DNS records): not inherited by children
+    user: str = "root"                 # SSH user; the agent needs root rights
 
 
 class Bootstrap(pulumi.ComponentResource):
@@ -88,6 +89,8 @@ class Bootstrap(pulumi.ComponentResource):
             "secrets_json": pulumi.Output.secret(args.secrets_json), "secrets_hash": secrets_hash,
             "zipapp_b64": base64.b64encode(zipapp).decode(), "run_id": run_id,
             "changed_steps": None, "dkim_txt": None, "versions": None,
+            # only when not root: existing stacks keep exactly their inputs (no diff)
+            **({"user": args.user} if args.user != "root" else {}),
         }, pulumi.ResourceOptions(parent=self, depends_on=args.after,
                                   additional_secret_outputs=["ssh_private_key", "secrets_json"],
                                   custom_timeouts=pulumi.CustomTimeouts(create="25m", update="25m")))

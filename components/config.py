@@ -5,9 +5,10 @@ bad `Pulumi.<stack>.yaml` fails `pulumi preview` before anything is touched.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 # Regions a host may stand in when `residency` is "NO" (Norwegian soil), per backend.
 NORWEGIAN_REGIONS = {
@@ -17,8 +18,14 @@ NORWEGIAN_REGIONS = {
     "osl1": "OpenStack region in Oslo",
     "oslo": "an existing server in Oslo",
 }
-BACKENDS = ("local",)
+BACKENDS = ("local", "ssh")
+RDNS_MODES = ("enforce", "warn")
+# Keys that hold secrets: accepted only as Pulumi secrets (`pulumi config set --secret`).
+SECRET_KEYS = ("ssh_private_key", "dns_tsig_secret")
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
 DMARC_POLICIES = ("none", "quarantine", "reject")
+SSH_ONLY_KEYS = ("ssh_host", "ssh_user", "ssh_host_ipv6", "ssh_private_key", "rdns", "dns_server",
+                 "dns_tsig_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_zone", "resolver")
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
@@ -46,6 +53,25 @@ class DnsblSite:
 
 
 @dataclass(frozen=True)
+class SshHost:
+    """backend: ssh: an existing server; its private key stays a Pulumi secret (not kept here)."""
+    host: str           # its public IPv4, where the stack reaches sshd and the mail DNS points
+    user: str = "root"
+    ipv6: str | None = None
+    rdns: str = "enforce"
+
+
+@dataclass(frozen=True)
+class DnsUpdate:
+    """The RFC 2136 server the records go to; its TSIG secret stays a Pulumi secret."""
+    server: str         # "IP:port"
+    tsig_name: str
+    tsig_algorithm: str
+    zone: str           # the zone the mail records live in (the domain or a parent of it)
+    resolver: str       # "IP:port": what the host's resolver forwards to, and the stack's checks ask
+
+
+@dataclass(frozen=True)
 class StackConfig:
     backend: str
     region: str
@@ -62,6 +88,8 @@ class StackConfig:
     verify: bool
     allow_listed_ip: bool = False
     is_local: bool = field(default=False)
+    ssh: SshHost | None = None
+    dns: DnsUpdate | None = None
 
     @property
     def fqdn(self) -> str:
@@ -75,8 +103,79 @@ def _domain_error(key: str, value: Any) -> str | None:
     return None
 
 
-def load(raw: Mapping[str, Any], stack: str) -> StackConfig:
-    """Validate the raw `bulletproof-mail:*` config of `stack` (keys without the namespace)."""
+def _ip_port(value: Any) -> bool:
+    host, _, port = str(value).rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return port.isdigit() and 0 < int(port) < 65536
+
+
+def _ssh_backend(get, domain: str, secret_keys: Collection[str], errors: list[str]):
+    """The keys of backend ssh: the server and the RFC 2136 DNS server (its TSIG key)."""
+    host = get("ssh_host")
+    try:
+        ipaddress.IPv4Address(str(host))
+    except ValueError:
+        errors.append(f"ssh_host: {host!r} is not an IPv4 address; set the server's public IPv4, "
+                      f"e.g. ssh_host: 192.0.2.10 (the mail A record and the PTR check use it)")
+    user = get("ssh_user", "root")
+    if not isinstance(user, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+        errors.append(f"ssh_user: {user!r} is not a user name; e.g. ssh_user: root (it needs root or sudo-less root rights)")
+    ipv6 = get("ssh_host_ipv6")
+    if ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(str(ipv6))
+        except ValueError:
+            errors.append(f"ssh_host_ipv6: {ipv6!r} is not an IPv6 address; set the server's public IPv6 or leave it out")
+    rdns = get("rdns", "enforce")
+    if rdns not in RDNS_MODES:
+        errors.append(f"rdns: {rdns!r} is not a mode; use enforce (a wrong PTR stops the deploy) or warn")
+
+    for key, example in (("ssh_private_key", "pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519"),
+                         ("dns_tsig_secret", "pulumi config set --secret dns_tsig_secret 'BASE64...'")):
+        value = get(key)
+        if not value:
+            errors.append(f"{key}: missing; backend ssh needs it as a secret: {example}")
+        elif key not in secret_keys:
+            # Never echo the value: it is a secret in the wrong place.
+            errors.append(f"{key}: is stored in plain text in the stack config; remove it and set it "
+                          f"as a secret: {example}")
+        elif key == "ssh_private_key" and "PRIVATE KEY-----" not in str(value):
+            errors.append("ssh_private_key: (secret) is not a PEM/OpenSSH private key; set the whole key "
+                          f"file: {example}")
+
+    server = get("dns_server")
+    if not _ip_port(server):
+        errors.append(f"dns_server: {server!r} is not IP:port; set the RFC 2136 server that takes "
+                      f"updates for the zone, e.g. dns_server: 192.0.2.53:53")
+    tsig_name = get("dns_tsig_name")
+    if not isinstance(tsig_name, str) or not tsig_name:
+        errors.append(f"dns_tsig_name: {tsig_name!r} is missing; set the name of the TSIG key the DNS "
+                      f"server allows updates with, e.g. dns_tsig_name: mail-updates")
+    algorithm = get("dns_tsig_algorithm", "hmac-sha256")
+    if algorithm not in TSIG_ALGORITHMS:
+        errors.append(f"dns_tsig_algorithm: {algorithm!r} is not a TSIG algorithm; use one of {', '.join(TSIG_ALGORITHMS)}")
+    zone = get("dns_zone", domain)
+    if domain and (_domain_error("dns_zone", zone) or not (domain == zone or domain.endswith("." + str(zone)))):
+        errors.append(f"dns_zone: {zone!r} does not contain the domain {domain!r}; set the zone the "
+                      f"records go to: the domain itself or a parent of it")
+    resolver = get("resolver")
+    if not _ip_port(resolver):
+        errors.append(f"resolver: {resolver!r} is not IP:port; set the DNS resolver the server uses "
+                      f"(its unbound forwards to it; the stack asks it for the PTR and DNSBLs), "
+                      f"e.g. resolver: 192.0.2.53:53")
+    return (SshHost(host=str(host), user=user, ipv6=ipv6, rdns=rdns),
+            DnsUpdate(server=str(server), tsig_name=str(tsig_name), tsig_algorithm=str(algorithm),
+                      zone=str(zone or domain), resolver=str(resolver)))
+
+
+def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) -> StackConfig:
+    """Validate the raw `bulletproof-mail:*` config of `stack` (keys without the namespace).
+
+    `secret_keys`: which keys are Pulumi secrets (SECRET_KEYS must be, or they are refused).
+    """
     errors: list[str] = []
     get = raw.get
 
@@ -171,6 +270,15 @@ def load(raw: Mapping[str, Any], stack: str) -> StackConfig:
     if not isinstance(allow_listed, bool):
         errors.append(f"allow_listed_ip: {allow_listed!r} must be true or false")
 
+    ssh = dns = None
+    if backend == "ssh":
+        ssh, dns = _ssh_backend(get, domain, secret_keys, errors)
+    else:
+        present = [k for k in SSH_ONLY_KEYS if get(k) is not None]
+        if present:
+            errors.append(f"{', '.join(present)}: only used with backend: ssh (backend is {backend!r}); "
+                          f"remove them or set backend: ssh")
+
     if errors:
         raise ConfigError(errors)
     return StackConfig(
@@ -179,4 +287,5 @@ def load(raw: Mapping[str, Any], stack: str) -> StackConfig:
         dmarc_rua=rua, dnsbl_sites=tuple(sites), dnsbl_threshold=threshold, verify=verify,
         allow_listed_ip=allow_listed,
         is_local=(stack == "local" or backend == "local"),
+        ssh=ssh, dns=dns,
     )

@@ -64,7 +64,8 @@ class MailDns(pulumi.ComponentResource):
     def __init__(self, name: str, server: DnsServer, domain: str, hostname: str,
                  ipv4: pulumi.Input[str], ipv6: pulumi.Input[str] | None, dkim_selector: str,
                  dkim_public_key: pulumi.Input[str], dmarc_policy: str, dmarc_rua: str | None,
-                 after: list | None = None, opts: pulumi.ResourceOptions | None = None):
+                 after: list | None = None, opts: pulumi.ResourceOptions | None = None,
+                 zone: str | None = None):
         super().__init__("bulletproof:mail:MailDns", name, None, opts)
         dmarc = f"v=DMARC1; p={dmarc_policy}" + (f"; rua=mailto:{dmarc_rua}" if dmarc_rua else "")
         wanted = [
@@ -77,7 +78,10 @@ class MailDns(pulumi.ComponentResource):
         ]
         if ipv6 is not None:
             wanted.insert(1, ("aaaa", hostname, "AAAA", [ipv6]))
+        zone = zone or domain
+        if zone != domain:  # records of a domain inside a parent zone: absolute names
+            wanted = [(k, f"{domain}." if r == "@" else f"{r}.{domain}.", t, v) for k, r, t, v in wanted]
         # `after`: resources every record waits for (a component's depends_on does not reach its children)
-        self.records = {key: _record(f"{name}-{key}", server, domain, rname, rtype, values, self, after)
+        self.records = {key: _record(f"{name}-{key}", server, zone, rname, rtype, values, self, after)
                         for key, rname, rtype, values in wanted}
         self.register_outputs({})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from dataclasses import dataclass
 
 import pulumi
 
@@ -41,16 +42,96 @@ def infra_expectations(cfg: StackConfig, dkim: str) -> dict:
             "dkim_txt": dkim}
 
 
+@dataclass
+class HostAccess:
+    """What the rest of the stack needs from a host backend."""
+    ipv4: pulumi.Output
+    ipv6: pulumi.Output | None
+    dns: DnsServer                 # where the mail records go (RFC 2136)
+    dns_zone: str
+    dns_server_url: pulumi.Input[str]
+    resolver: pulumi.Input[str]    # "IP:port" the stack's checks ask
+    spec_json: pulumi.Output
+    ssh_private_key: pulumi.Input[str]
+    ssh_user: str
+    host_id: pulumi.Input[str]
+    boot_run_id: pulumi.Input[str]  # "" when no user-data runs the agent (an existing server)
+    after: list                     # what DNS records and the agent wait for
+    reverse_dns: bool               # the stack writes the PTRs (else the provider sets them)
+    ssh_key_resource: KeyPair | None = None
+
+
 class MailServer(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, stack: str, checkout: str,
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None,
+                 secrets: dict[str, pulumi.Output] | None = None):
         super().__init__("bulletproof:mail:MailServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         from localcloud import naming
         # One known_hosts per stack; the host resource empties it when it builds a new host.
         known_hosts = str(naming.stack_names(stack, checkout).runtime_dir / "known_hosts")
 
-        # The local "cloud" around the VPS: all on a bridge of the stack's own.
+        # Keys and passwords: made once, kept as secrets. The DKIM key is what receivers know
+        # the domain by: outside `local`, deleting it takes a deliberate `pulumi state unprotect`.
+        dkim = KeyPair(f"{name}-dkim-key", "rsa", bits=2048, rotation=cfg.dkim_selector,
+                       opts=child if stack == "local" else pulumi.ResourceOptions(parent=self, protect=True))
+        passwords = {u.address: MailPassword(f"{name}-password-{u.address.split('@')[0]}", u.address, opts=child)
+                     for u in cfg.users}
+        secrets_json = pulumi.Output.all(dkim.private_key, *[p.hash for p in passwords.values()]).apply(
+            lambda a: agent_spec.to_json(agent_spec.secrets(dict(zip(passwords, a[1:])), a[0])))
+        zipapp = agent_zipapp()
+
+        self.sink = None
+        if cfg.backend == "ssh":
+            host = existing_server(cfg, secrets or {})
+        else:
+            host = self._local_host(name, cfg, stack, checkout, known_hosts, zipapp)
+
+        # A dirty IP stops the deploy before any record is written or the agent runs.
+        reputation = ReputationCheck(f"{name}-reputation", host.ipv4, [s.site for s in cfg.dnsbl_sites],
+                                     host.resolver, cfg.allow_listed_ip, opts=child)
+        rdns_records = []
+        if host.reverse_dns:
+            rdns_records = ReverseDns(f"{name}-rdns", host.dns, cfg.fqdn, host.ipv4, host.ipv6,
+                                      after=[reputation], opts=child).records
+        mail_dns = MailDns(f"{name}-dns-records", host.dns, cfg.domain, cfg.hostname, host.ipv4, host.ipv6,
+                           cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua,
+                           after=[reputation, *host.after], zone=host.dns_zone, opts=child)
+        records = rdns_records + list(mail_dns.records.values())
+
+        boot = Bootstrap(f"{name}-bootstrap", BootstrapArgs(
+            host=host.ipv4, host_id=host.host_id, boot_run_id=host.boot_run_id,
+            ssh_private_key=host.ssh_private_key, known_hosts=known_hosts,
+            spec_json=host.spec_json, secrets_json=secrets_json, after=records,
+            user=host.ssh_user), opts=child)
+
+        self.verification = None
+        if cfg.verify:
+            expect = dkim.public_key.apply(lambda key: json.dumps(infra_expectations(cfg, dkim_txt(key))))
+            record_ids = pulumi.Output.all(*[r.id for r in records], *[r.values for r in records])
+            trigger = pulumi.Output.all(host.host_id, boot.run_id, record_ids).apply(
+                lambda a: hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest())
+            self.verification = Verification(f"{name}-verification", host.ipv4, host.ssh_private_key,
+                                             known_hosts, expect, trigger,
+                                             pulumi.ResourceOptions(parent=self, depends_on=[boot.run]),
+                                             user=host.ssh_user)
+
+        self.spec = host.spec_json.apply(json.loads)
+        self.fqdn = cfg.fqdn
+        self.ipv4, self.ipv6 = host.ipv4, host.ipv6
+        self.dns_server = host.dns_server_url
+        self.ssh_private_key = host.ssh_private_key
+        self.ssh_user = host.ssh_user
+        self.dkim_txt = dkim.public_key.apply(dkim_txt)
+        self.passwords = {a: p.password for a, p in passwords.items()}
+        self.records = mail_dns.records
+        self.rdns = rdns_records
+        self.register_outputs({"fqdn": self.fqdn, "host_ipv4": self.ipv4, "host_ipv6": self.ipv6})
+
+    def _local_host(self, name: str, cfg: StackConfig, stack: str, checkout: str, known_hosts: str,
+                    zipapp: bytes) -> HostAccess:
+        """backend local: the stack's own bridge, DNS server, proxy, sink and a container."""
+        child = pulumi.ResourceOptions(parent=self)
         bridge = Bridge(f"{name}-bridge", stack, checkout, opts=child)
         ip = PublicIp(f"{name}-ip", bridge.gateway, bridge.gateway6, opts=child)
         net = lambda gw: str(ipaddress.ip_interface(gw).network)  # noqa: E731
@@ -63,20 +144,12 @@ class MailServer(pulumi.ComponentResource):
         proxy = HostService(f"{name}-proxy", "proxy", **svc)
         server = DnsServer(dns_server.url, dns_server.tsig_name, dns_server.tsig_algorithm,
                            dns_server.tsig_secret)
-
-        # Keys and passwords: made once, kept as secrets.
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=child)
-        dkim = KeyPair(f"{name}-dkim-key", "rsa", bits=2048, rotation=cfg.dkim_selector, opts=child)
-        passwords = {u.address: MailPassword(f"{name}-password-{u.address.split('@')[0]}", u.address, opts=child)
-                     for u in cfg.users}
 
         # The agent's spec: readable part apart from the secrets.
         resolver = dns_server.url.apply(lambda a: a.replace(":", "@"))
         spec_json = pulumi.Output.all(ip.ipv4, ip.ipv6, resolver).apply(
             lambda a: agent_spec.to_json(agent_spec.public_spec(cfg, a[0], a[1], [a[2]])))
-        secrets_json = pulumi.Output.all(dkim.private_key, *[p.hash for p in passwords.values()]).apply(
-            lambda a: agent_spec.to_json(agent_spec.secrets(dict(zip(passwords, a[1:])), a[0])))
-        zipapp = agent_zipapp()
 
         import base64
         host = Machine(f"{name}-host", {
@@ -92,39 +165,26 @@ class MailServer(pulumi.ComponentResource):
                                   # user-data counts at first boot only; later changes go over SSH
                                   ignore_changes=["user_data", "boot_run_id"],
                                   custom_timeouts=pulumi.CustomTimeouts(create="10m")))
-
-        # A dirty IP stops the deploy before any record is written or the agent runs.
-        reputation = ReputationCheck(f"{name}-reputation", ip.ipv4, [s.site for s in cfg.dnsbl_sites],
-                                     dns_server.url, cfg.allow_listed_ip, opts=child)
-        rdns = ReverseDns(f"{name}-rdns", server, cfg.fqdn, ip.ipv4, ip.ipv6, after=[reputation], opts=child)
-        mail_dns = MailDns(f"{name}-dns-records", server, cfg.domain, cfg.hostname, ip.ipv4, ip.ipv6,
-                           cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua,
-                           after=[reputation], opts=child)
-        records = rdns.records + list(mail_dns.records.values())
-
-        boot = Bootstrap(f"{name}-bootstrap", BootstrapArgs(
-            host=ip.ipv4, host_id=host.id, boot_run_id=host.boot_run_id,
-            ssh_private_key=ssh_key.private_key, known_hosts=known_hosts,
-            spec_json=spec_json, secrets_json=secrets_json, after=records), opts=child)
-
-        self.verification = None
-        if cfg.verify:
-            expect = dkim.public_key.apply(lambda key: json.dumps(infra_expectations(cfg, dkim_txt(key))))
-            record_ids = pulumi.Output.all(*[r.id for r in records], *[r.values for r in records])
-            trigger = pulumi.Output.all(host.id, boot.run_id, record_ids).apply(
-                lambda a: hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest())
-            self.verification = Verification(f"{name}-verification", ip.ipv4, ssh_key.private_key,
-                                              known_hosts, expect, trigger,
-                                              pulumi.ResourceOptions(parent=self, depends_on=[boot.run]))
-
-        self.spec = spec_json.apply(json.loads)
-        self.fqdn = cfg.fqdn
-        self.ipv4, self.ipv6 = ip.ipv4, ip.ipv6
-        self.dns_server = dns_server.url
-        self.ssh_private_key = ssh_key.private_key
-        self.dkim_txt = dkim.public_key.apply(dkim_txt)
-        self.passwords = {a: p.password for a, p in passwords.items()}
-        self.records = mail_dns.records
-        self.rdns = rdns.records
         self.sink = sink
-        self.register_outputs({"fqdn": self.fqdn, "host_ipv4": self.ipv4, "host_ipv6": self.ipv6})
+        return HostAccess(
+            ipv4=ip.ipv4, ipv6=ip.ipv6, dns=server, dns_zone=cfg.domain, dns_server_url=dns_server.url,
+            resolver=dns_server.url, spec_json=spec_json, ssh_private_key=ssh_key.private_key,
+            ssh_user="root", host_id=host.id, boot_run_id=host.boot_run_id, after=[],
+            reverse_dns=True, ssh_key_resource=ssh_key)
+
+
+def existing_server(cfg: StackConfig, secrets: dict[str, pulumi.Output]) -> HostAccess:
+    """backend ssh: a server that already runs (no user-data: the agent goes over SSH), DNS on
+    the user's RFC 2136 server, reverse DNS set by the provider (checked by rdns_check)."""
+    ssh, dns_cfg = cfg.ssh, cfg.dns  # the PTRs were checked before the program declared anything
+    forwarder = dns_cfg.resolver.replace(":", "@")
+    spec_json = pulumi.Output.from_input(
+        agent_spec.to_json(agent_spec.public_spec(cfg, ssh.host, ssh.ipv6, [forwarder])))
+    server = DnsServer(dns_cfg.server, dns_cfg.tsig_name, dns_cfg.tsig_algorithm,
+                       secrets["dns_tsig_secret"])
+    return HostAccess(
+        ipv4=pulumi.Output.from_input(ssh.host),
+        ipv6=pulumi.Output.from_input(ssh.ipv6) if ssh.ipv6 else None,
+        dns=server, dns_zone=dns_cfg.zone, dns_server_url=dns_cfg.server, resolver=dns_cfg.resolver,
+        spec_json=spec_json, ssh_private_key=secrets["ssh_private_key"], ssh_user=ssh.user,
+        host_id=f"ssh:{ssh.user}@{ssh.host}", boot_run_id="", after=[], reverse_dns=False)

@@ -51,6 +51,7 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
         client = paramiko.SSHClient()
         if known_hosts:
             # paramiko's AutoAddPolicy re-reads the file before saving: it must exist.
+            os.makedirs(os.path.dirname(known_hosts) or ".", exist_ok=True)
             os.close(os.open(known_hosts, os.O_CREAT | os.O_WRONLY, 0o600))
             client.load_host_keys(known_hosts)
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())

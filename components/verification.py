@@ -69,7 +69,8 @@ class _VerificationProvider(ResourceProvider):
     def _verify(self, props):
         from components import verification
         result = verification.run_suite(props["host"], props["ssh_private_key"],
-                                        json.loads(props["expect_json"]), props["known_hosts"])
+                                        json.loads(props["expect_json"]), props["known_hosts"],
+                                        user=props.get("user", "root"))
         if not result["passed"] and not result["failed"]:
             raise verification.VerificationError(f"verification: no check ran against {props['host']}")
         if result["failed"]:
@@ -85,11 +86,13 @@ class Verification(Resource):
 
     def __init__(self, name: str, host: pulumi.Input[str], ssh_private_key: pulumi.Input[str],
                  known_hosts: str, expect_json: pulumi.Input[str], trigger: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None):
+                 opts: pulumi.ResourceOptions | None = None, user: str = "root"):
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             additional_secret_outputs=["ssh_private_key"],
             custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m")))
         super().__init__(_VerificationProvider(), name, {
             "host": host, "ssh_private_key": pulumi.Output.secret(ssh_private_key),
             "known_hosts": known_hosts, "expect_json": expect_json, "trigger": trigger,
-            "passed": None, "failed": None}, opts)
+            "passed": None, "failed": None,
+            # only when not root: existing stacks keep exactly their inputs (no diff)
+            **({"user": user} if user != "root" else {})}, opts)

@@ -51,8 +51,8 @@ def local_config() -> dict:
     return yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
 
 
-def create(state_dir: pathlib.Path, config: dict | None = None) -> Stack:
-    stack = Stack(f"e2e-{uuid.uuid4().hex[:6]}", tools_env(state_dir))
+def create(state_dir: pathlib.Path, config: dict | None = None, name: str | None = None) -> Stack:
+    stack = Stack(name or f"e2e-{uuid.uuid4().hex[:6]}", tools_env(state_dir))
     stack.run("stack", "init", "--secrets-provider", "passphrase")
     doc = stack.config()  # holds the new stack's encryptionsalt
     doc["config"] = dict(local_config() if config is None else config)
@@ -60,10 +60,16 @@ def create(state_dir: pathlib.Path, config: dict | None = None) -> Stack:
     return stack
 
 
+def unprotect(stack: Stack) -> None:
+    """Stacks other than `local` protect their DKIM key; a throwaway stack lifts that to destroy."""
+    stack.run("state", "unprotect", "--all", "--yes", check=False)
+
+
 def remove(stack: Stack, deployed: bool = True) -> None:
     """Destroy everything of the stack, even after a failed test; idempotent."""
     try:
         if deployed:
+            unprotect(stack)
             stack.run("destroy", "--yes", "--refresh", check=False)
             subprocess.run([sys.executable, "-m", "localcloud", "stop-all", "--stack", stack.name],
                            cwd=ROOT, check=False, capture_output=True)

@@ -52,3 +52,43 @@ def test_every_error_is_listed_at_once():
 def test_any_region_allowed_when_residency_is_none():
     cfg = config.load({**local_raw(), "residency": "none", "region": "eu-west-1"}, "dev")
     assert cfg.region == "eu-west-1"
+
+
+def ssh_raw(**changes) -> dict:
+    return {**local_raw(), "backend": "ssh", "region": "oslo", "ssh_host": "192.0.2.10",
+            "ssh_private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
+            "dns_server": "192.0.2.53:53", "dns_tsig_name": "mail-updates", "dns_tsig_secret": "c2VjcmV0",
+            "resolver": "192.0.2.53:53", **changes}
+
+
+def test_ssh_backend_config_is_accepted_with_its_secrets_as_secrets():
+    cfg = config.load(ssh_raw(), "prod-oslo", secret_keys=config.SECRET_KEYS)
+    assert (cfg.ssh.host, cfg.ssh.user, cfg.ssh.rdns) == ("192.0.2.10", "root", "enforce")
+    assert (cfg.dns.server, cfg.dns.zone, cfg.dns.tsig_algorithm) == ("192.0.2.53:53", "bulletproof.test", "hmac-sha256")
+
+
+def test_ssh_backend_refuses_a_secret_in_plain_text_without_echoing_it():
+    with pytest.raises(config.ConfigError) as err:
+        config.load(ssh_raw(), "prod-oslo", secret_keys=("ssh_private_key",))
+    assert err.value.errors == [
+        "dns_tsig_secret: is stored in plain text in the stack config; remove it and set it as a secret: "
+        "pulumi config set --secret dns_tsig_secret 'BASE64...'"]
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"ssh_host": "mail.example.no"}, "ssh_host: 'mail.example.no' is not an IPv4 address"),
+    ({"rdns": "ignore"}, "rdns: 'ignore' is not a mode; use enforce"),
+    ({"dns_server": "192.0.2.53"}, "dns_server: '192.0.2.53' is not IP:port"),
+    ({"dns_zone": "other.no"}, "dns_zone: 'other.no' does not contain the domain 'bulletproof.test'"),
+    ({"region": "de-fra1"}, "region: 'de-fra1' is outside Norway"),
+])
+def test_ssh_backend_bad_value_is_refused_with_key_value_and_fix(changes, expected):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(ssh_raw(**changes), "prod-oslo", secret_keys=config.SECRET_KEYS)
+    assert [e for e in err.value.errors if expected in e], err.value.errors
+
+
+def test_ssh_keys_on_the_local_backend_are_refused_by_name():
+    with pytest.raises(config.ConfigError) as err:
+        config.load({**local_raw(), "ssh_host": "192.0.2.10"}, "local")
+    assert err.value.errors[0].startswith("ssh_host: only used with backend: ssh")

@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
@@ -208,6 +210,54 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
 	return &pulumirpc.RunResponse{}, nil
+}
+
+// RunPlugin runs a plugin written in Python: a policy pack (kind "analyzer") through the SDK's
+// own policy launcher (`python -m pulumi.policy ENGINE PACK_DIR`, what upstream's
+// pulumi-analyzer-policy-python script runs), any other plugin as `python PLUGIN_DIR ARGS...`.
+// The interpreter is the one of the plugin's own virtualenv (its PulumiPolicy.yaml /
+// PulumiPlugin.yaml `runtime.options.virtualenv`). Output and the exit code are streamed back.
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	dir := req.GetInfo().GetProgramDirectory()
+	if dir == "" {
+		dir = req.GetProgram()
+	}
+	var args []string
+	if req.GetKind() == "analyzer" {
+		args = append([]string{"-u", "-m", "pulumi.policy"}, req.GetArgs()...)
+		args = append(args, dir)
+	} else {
+		args = append([]string{"-u", dir}, req.GetArgs()...)
+	}
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+
+	cmd := exec.CommandContext(server.Context(), python(req.GetInfo()), args...)
+	// When the engine is done with the plugin it cancels the stream: ask politely first.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Dir = req.GetPwd()
+	if cmd.Dir == "" {
+		cmd.Dir = dir
+	}
+	cmd.Env = req.GetEnv()
+	if len(cmd.Env) == 0 {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "PYTHONUNBUFFERED=1")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	code := 0
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return fmt.Errorf("running plugin %s with %s: %w", dir, cmd.Path, err)
+		}
+		code = exitErr.ExitCode()
+	}
+	return server.Send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}})
 }
 
 // Dependencies are installed by the project's Makefile into a locked virtualenv.

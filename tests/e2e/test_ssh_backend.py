@@ -1,0 +1,179 @@
+"""backend: ssh, for real: a server that already runs, started OUTSIDE the stack, gets its mail stack.
+
+The "provider" here is localcloud under a name of its own: a bridge, a package proxy, a Debian 12
+container booted without our user-data, and a BIND that serves the mail zone (updates by TSIG,
+as a customer's DNS server would) and the reverse zone whose PTR the "provider" sets. The stack
+knows only what a user would put in Pulumi.<stack>.yaml. Tests run in file order.
+"""
+from __future__ import annotations
+
+import imaplib
+import ipaddress
+import json
+import smtplib
+import ssl
+import subprocess
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from components import dns_record
+from localcloud import __main__ as localcloud_cli
+from localcloud import aptproxy, container, dns, image, naming, network
+from tests.e2e import stack_fixture
+from tests.e2e.pulumi_cli import ROOT, pulumi
+
+DOMAIN = "bulletproof.test"
+FQDN = f"mail.{DOMAIN}"
+HOST_INDEX = 10
+
+
+@dataclass
+class Server:
+    names: naming.StackNames
+    ip: str
+    gateway: str
+    private_key: str
+    tsig: dns_record.Tsig
+    reverse_zone: str
+
+    def set_ptr(self, target: str) -> None:
+        dns_record.upsert(self.gateway, 53, self.tsig, self.reverse_zone, self.ip.rsplit(".", 1)[1],
+                          "PTR", [target], 60)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """An existing Debian 12 server and its provider's DNS, all stopped again at the end."""
+    names = naming.stack_names(f"sshsrv-{uuid.uuid4().hex[:6]}")
+    try:
+        image.ensure_image()
+        bridge = network.ensure_bridge(names)
+        proxy = aptproxy.start(names, bridge.ipv4)
+        gw, ip = str(bridge.ipv4.ip), str(bridge.address(HOST_INDEX).ip)
+        zones = dns.local_zones(DOMAIN, str(bridge.ipv4.network), str(bridge.ipv6.network), gw)
+        state = names.runtime_dir / "dns"
+        dns.start(state, gw, 53, zones, f"{names.stack_id}-key")
+        key = ed25519.Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+        # No user-data: the machine booted long before the stack existed.
+        container.start(names, "mail", bridge=bridge.name, ipv4=str(bridge.address(HOST_INDEX)),
+                        nameserver=gw, apt_proxy_url=proxy.url, authorized_keys=[public], hostname=FQDN)
+        container.wait_ssh(ip, timeout=120)
+        yield Server(names, ip, gw, pem, dns.read_tsig(state),
+                     dns.reverse_zone_v4(str(bridge.ipv4.network)))
+    finally:
+        localcloud_cli.stop_all(names)  # container, proxy, named (by their PID files), bridge
+
+
+def _ssh_config(srv: Server, **changes) -> dict:
+    cfg = {f"bulletproof-mail:{k}": v for k, v in {
+        "backend": "ssh", "region": "oslo", "residency": "NO", "domain": DOMAIN, "hostname": "mail",
+        "users": [{"address": f"alice@{DOMAIN}", "quota_mb": 256}, {"address": f"bob@{DOMAIN}", "quota_mb": 256}],
+        "dkim_selector": "s1", "dmarc_policy": "quarantine",
+        "dnsbl_sites": [{"site": "dnsbl.test", "weight": 3}], "dnsbl_threshold": 3, "verify": True,
+        "ssh_host": srv.ip, "dns_server": f"{srv.gateway}:53", "dns_tsig_name": srv.tsig.name,
+        "dns_tsig_algorithm": srv.tsig.algorithm, "resolver": f"{srv.gateway}:53", **changes}.items()}
+    return cfg
+
+
+def _set_secret(stack: stack_fixture.Stack, key: str, value: str) -> None:
+    subprocess.run(["pulumi", "--non-interactive", "config", "set", "--secret", f"bulletproof-mail:{key}",
+                    "--stack", stack.name], input=value, text=True, cwd=ROOT, env=stack.env,
+                   check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def stack(server, tmp_path_factory):
+    s = stack_fixture.create(tmp_path_factory.mktemp("state"), _ssh_config(server))
+    try:
+        _set_secret(s, "ssh_private_key", server.private_key)
+        _set_secret(s, "dns_tsig_secret", server.tsig.secret)
+        yield s
+    finally:
+        stack_fixture.remove(s)
+
+
+def _with(stack, **changes):
+    doc = stack.config()
+    doc["config"].update({f"bulletproof-mail:{k}": v for k, v in changes.items()})
+    stack.write_config(doc)
+
+
+def test_secrets_are_stored_encrypted_in_the_stack_config(stack, server):
+    text = stack.config_file.read_text()
+    assert "secure:" in text and server.tsig.secret not in text and "PRIVATE KEY" not in text
+
+
+def test_a_wrong_ptr_fails_preview_with_the_exact_record_to_ask_for(stack, server):
+    server.set_ptr("vps-10.provider.elsewhere.test.")
+    failed = stack.run("preview", check=False)
+    text = failed.stdout + failed.stderr
+    reverse = ipaddress.ip_address(server.ip).reverse_pointer
+    assert failed.returncode != 0
+    assert f"ask your provider to set exactly this record: {reverse}. IN PTR {FQDN}." in text, text
+    assert f"the reverse DNS of {server.ip} is vps-10.provider.elsewhere.test." in text
+    assert "Traceback" not in text
+    assert not json.loads(stack.run("stack", "export").stdout)["deployment"].get("resources")
+
+
+def test_rdns_warn_lets_preview_pass_with_the_same_record_as_a_warning(stack, server):
+    _with(stack, rdns="warn")
+    try:
+        preview = stack.run("preview")
+        assert f"IN PTR {FQDN}." in preview.stdout + preview.stderr
+    finally:
+        _with(stack, rdns="enforce")
+
+
+def test_up_installs_the_agent_over_ssh_and_verification_passes(stack, server):
+    server.set_ptr(f"{FQDN}.")
+    stack.timed("first up", "up", "--yes", "--skip-preview", timeout=2400)
+    outs = stack.outputs()
+    assert outs["verification"]["failed"] == 0 and outs["verification"]["passed"] > 0
+    assert outs["host_ipv4"] == server.ip and outs["ssh_target"] == f"root@{server.ip}"
+    assert outs["dns_records"][f"{FQDN}."]["A"] == [server.ip]
+    assert "ssh_private_key" not in outs  # the user's own key is not echoed back
+    # The stack wrote no PTR: the provider's record is untouched.
+    reverse = dns_record.read(server.gateway, 53, server.reverse_zone, server.ip.rsplit(".", 1)[1], "PTR")[0]
+    assert reverse == [f"{FQDN}."]
+
+
+def test_the_deployed_server_takes_mail_by_submission_and_serves_it_by_imaps(stack, server):
+    outs = stack.outputs()
+    alice, bob = f"alice@{DOMAIN}", f"bob@{DOMAIN}"
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # self-signed
+    subject = f"ssh backend {uuid.uuid4().hex[:8]}"
+    with smtplib.SMTP(server.ip, 587, timeout=30) as smtp:
+        smtp.starttls(context=tls)
+        smtp.login(alice, outs["mail_passwords"][alice])
+        smtp.sendmail(alice, [bob], f"From: {alice}\r\nTo: {bob}\r\nSubject: {subject}\r\n\r\nhello\r\n")
+    import time
+    deadline = time.monotonic() + 30
+    found = False
+    while time.monotonic() < deadline and not found:
+        with imaplib.IMAP4_SSL(server.ip, 993, ssl_context=tls, timeout=30) as imap:
+            imap.login(bob, outs["mail_passwords"][bob])
+            imap.select("INBOX", readonly=True)
+            found = bool(imap.search(None, "SUBJECT", f'"{subject}"')[1][0])
+        time.sleep(1)
+    assert found, "the message never reached bob's mailbox"
+
+
+def test_second_up_changes_nothing(stack):
+    # (another engineer's agent edit between two runs would show here as a new run id: re-run)
+    stack.run("preview", "--expect-no-changes")
+
+
+def test_destroy_removes_the_records_and_leaves_the_server_running(stack, server):
+    stack_fixture.unprotect(stack)
+    stack.run("destroy", "--yes")
+    assert dns_record.read(server.gateway, 53, DOMAIN, "mail", "A") is None  # gone
+    assert container.status(server.names, "mail")  # the user's server is theirs: not ours to stop
