@@ -26,7 +26,7 @@ endif
 PULUMI := pulumi --non-interactive
 PULUMI_STACK := $(PULUMI) --stack $(STACK)
 
-.PHONY: tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs test test-unit test-integration test-e2e bench
+.PHONY: check tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs test test-unit test-integration test-e2e bench
 
 tools:
 	@tools/build-pulumi.sh >/dev/null
@@ -69,6 +69,11 @@ down: stack
 
 verify: stack
 	@$(PY) -m components.verify_cli --stack $(STACK)
+
+# Every morning's checks from the outside (ports, relay, FCrDNS, MX/SPF/DKIM/DMARC) plus the
+# host's own `bulletproof-agent status`; exits 1 only on fail-level results.
+check: stack
+	@$(PY) -m components.outside_checks --stack $(STACK)
 
 outputs: stack
 	@echo "outputs: secrets are shown in clear text" >&2

@@ -1,5 +1,5 @@
-"""bulletproof-agent apply | plan | status  [--spec FILE] [--secrets FILE] [--json]
-                   [--run-id ID] [--root DIR]
+"""bulletproof-agent apply | plan | status | report  [--spec FILE] [--secrets FILE] [--json]
+                   [--run-id ID] [--root DIR] [--threshold NAME=VALUE] [--since 24h] [--html FILE]
 
 Exit status: 0 ok, 1 the run failed (nothing half-applied: see the message), 2 the spec or
 the command line is invalid.
@@ -25,14 +25,58 @@ DEFAULT_SPEC = f"{CONFIG_DIR}/spec.json"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bulletproof-agent", description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("apply", "plan", "status"))
+    p.add_argument("command", choices=("apply", "plan", "status", "report"))
     p.add_argument("--spec", default=DEFAULT_SPEC, help="spec JSON (default %(default)s)")
     p.add_argument("--secrets", help="secrets JSON (default: secrets.json beside the spec, "
                    "if present)")
     p.add_argument("--run-id", default="", help="recorded in the report")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--root", default="/", help="act on this root dir instead of / (tests)")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="status: override a check threshold (see agent/checks.py)")
+    p.add_argument("--since", default="24h", help="report: period, e.g. 90m, 24h, 7d")
+    p.add_argument("--html", metavar="FILE", help="report: also write a self-contained HTML file")
+    p.add_argument("--log", default="/var/log/mail.log", help="report: the Postfix log")
     return p
+
+
+def _status(host: Host, args) -> int:
+    from agent import checks, report
+    st = report.status(host)
+    try:
+        limits = checks.parse_thresholds(args.threshold)
+    except ValueError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 2
+    try:
+        facts = checks.facts_from_spec(checks.load_public_spec(args.spec))
+        found = checks.run_all(facts, limits) if host.live else []
+    except (OSError, ValueError, KeyError) as exc:  # never applied: say so, as a failure
+        found = [checks.Check("spec", checks.FAIL, f"no applied spec ({args.spec}): {exc}",
+                              "run bulletproof-agent apply first")]
+    st["checks"] = [c.as_dict() for c in found]
+    st["summary"] = checks.summary(found)
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    else:
+        print(f"last run {st['last_run'].get('run_id', '-')}: {st['last_run'].get('status')}")
+        print(checks.table(found))
+    return 0 if st["healthy"] and not st["summary"]["fail"] else 1
+
+
+def _report(args) -> int:
+    from agent import mailreport
+    try:
+        since = mailreport.parse_since(args.since)
+    except ValueError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    rep = mailreport.build(args.log, since)
+    if args.html:
+        from agent import report_html
+        report_html.write(args.html, rep)
+    print(json.dumps(rep, indent=2, sort_keys=True) if args.json else mailreport.text(rep))
+    return 0
 
 
 def _read_spec(args) -> tuple:
@@ -97,13 +141,9 @@ def main(argv=None) -> int:
     _ensure_jinja2(host)
     from agent import engine, report  # after jinja2 is there
     if args.command == "status":
-        st = report.status(host)
-        print(json.dumps(st, indent=2, sort_keys=True) if args.json else
-              f"last run {st['last_run'].get('run_id', '-')}: {st['last_run'].get('status')}\n"
-              + "\n".join(f"{n:<10} {'active' if u['active'] else 'INACTIVE'}"
-                          f"{'' if u['enabled'] else ' (not enabled)'}"
-                          for n, u in st["services"].items()))
-        return 0 if st["healthy"] else 1
+        return _status(host, args)
+    if args.command == "report":
+        return _report(args)
     try:
         spec, raw_public, raw_secrets = _read_spec(args)
     except (SpecError, OSError) as exc:

@@ -12,6 +12,7 @@ PACKAGES = (
     "postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
     "dovecot-lmtpd", "opendkim", "opendkim-tools", "unbound", "nftables", "openssl",
     "ca-certificates", "python3-dnspython", "python3-jinja2", "iproute2",
+    "policyd-rate-limit",  # outbound limit per SASL user (see templates/etc/policyd-rate-limit)
 )
 # No daemon may start with package defaults (unbound would recurse to the real root
 # servers, dovecot would open 110/143): our config goes in first, then services start.

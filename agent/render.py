@@ -67,8 +67,14 @@ def targets(spec: Spec) -> list[Target]:
         # Postfix and Dovecot read the key as root before dropping privileges.
         Target(f"{BPM_DIR}/tls/key.pem", "@tls_key", 0o600, "root", "root",
                ("postfix", "dovecot"), "tls_key"),
+        # Group-readable only: the daemon drops to its own user before reading it again.
+        Target("/etc/policyd-rate-limit.yaml", "etc/policyd-rate-limit.yaml.j2", 0o640, "root",
+               "policyd-rate-limit", ("policyd-rate-limit",), "rate_limit_config"),
         Target("/etc/unbound/unbound.conf.d/bulletproof.conf", "unbound/bulletproof.conf.j2",
                0o644, "root", "root", ("unbound",)),
+        # Debian's unit refreshes the root trust anchor over the network before every start;
+        # unbound keeps it current itself (RFC 5011), and a host without that route waits.
+        Target("/etc/default/unbound", "etc/default-unbound.j2", 0o644, "root", "root", ("unbound",)),
         # After unbound: Postfix's DNSBL/SPF lookups go to the local resolver only.
         Target("/etc/resolv.conf", "etc/resolv.conf.j2", 0o644, "root", "root", ()),
         Target("/etc/nftables.conf", "nftables/nftables.conf.j2", 0o755, "root", "root",
@@ -113,6 +119,28 @@ def tcp_ports(spec: Spec) -> list[int]:
     return sorted(set(ports))
 
 
+def private_reverse_zones(spec: Spec) -> list[str]:
+    """unbound answers reverse lookups of private ranges (RFC 1918, ULA) itself with
+    NXDOMAIN; a host on such an address (the local stack) must ask its DNS server instead,
+    or its own FCrDNS check and Postfix's client name lookups see no PTR."""
+    import ipaddress
+    zones = []
+    for addr in (spec.ipv4, spec.ipv6):
+        if not addr or not ipaddress.ip_address(addr).is_private:
+            continue
+        ip = ipaddress.ip_address(addr)
+        if ip.version == 6:
+            if ip in ipaddress.ip_network("fd00::/8"):
+                zones.append("d.f.ip6.arpa")
+        elif ip in ipaddress.ip_network("10.0.0.0/8"):
+            zones.append("10.in-addr.arpa")
+        elif ip in ipaddress.ip_network("172.16.0.0/12"):
+            zones.append(f"{addr.split('.')[1]}.172.in-addr.arpa")
+        elif ip in ipaddress.ip_network("192.168.0.0/16"):
+            zones.append("168.192.in-addr.arpa")
+    return zones
+
+
 def render(spec: Spec, tls: tuple[str, str], prefix: str = "") -> dict[str, bytes]:
     """All owned files: {live path: content}. ``tls`` is (cert_pem, key_pem) already
     resolved (provided by the spec or the self-signed pair kept on the host)."""
@@ -121,6 +149,7 @@ def render(spec: Spec, tls: tuple[str, str], prefix: str = "") -> dict[str, byte
     ctx = {
         "header": HEADER, "spec": spec, "paths": paths(spec, prefix),
         "user_addresses": user_addresses, "tcp_ports": tcp_ports(spec),
+        "private_reverse_zones": private_reverse_zones(spec),
         "dkim_record": f"{spec.dkim.selector}._domainkey.{spec.domain}",
         "postmaster_targets": aliases.get(f"postmaster@{spec.domain}", user_addresses[:1]),
     }

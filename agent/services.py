@@ -9,8 +9,9 @@ import time
 from agent.errors import ServiceError
 from agent.host import Host, StepResult
 
-# Start order: the resolver and the milter before the MTA that uses them; firewall last.
-UNITS = ("unbound", "opendkim", "dovecot", "postfix", "nftables")
+# Start order: the resolver, the milter and the rate-limit policy before the MTA that uses
+# them; firewall last.
+UNITS = ("unbound", "opendkim", "dovecot", "policyd-rate-limit", "postfix", "nftables")
 # postfix.service is a oneshot wrapper; the real daemon is the postfix@- instance.
 ACTIVE_UNIT = {"postfix": "postfix@-"}
 # Reload is enough for these when they already run (master.cf changes included);

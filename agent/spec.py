@@ -27,7 +27,8 @@ Two files on the host, merged at load (``merge(public, secrets)``):
                    "stub_zones": [{"name": "example.test", "addrs": ["10.77.0.1"]}],
                    "insecure_domains": ["test"], "max_negative_ttl_s": 60},
       "rate_limits": {"client_connection_rate": 30, "client_message_rate": 60,
-                      "client_auth_rate": 10, "client_connection_count": 20},
+                      "client_auth_rate": 10, "client_connection_count": 20,
+                      "outbound_per_user_per_hour": 200},
       "limits": {"message_size_limit": 26214400, "queue_minfree": 104857600},
       "features": {"https": false, "spf_policy": true, "ssh_port": 22}
     }
@@ -127,6 +128,9 @@ class RateLimits:
     client_message_rate: int = 60
     client_auth_rate: int = 10
     client_connection_count: int = 20
+    # Messages (counted per recipient) one SASL user may send per hour, enforced by
+    # policyd-rate-limit: anvil counts per client IP, and a compromised account rotates IPs.
+    outbound_per_user_per_hour: int = 200
 
 
 @dataclass(frozen=True)

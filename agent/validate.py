@@ -20,6 +20,7 @@ FIXES = {
     "opendkim": "check dkim.selector / dkim.private_key_pem",
     "unbound": "check resolver.forwarders / resolver.stub_zones",
     "nftables": "check features.ssh_port / features.https",
+    "policyd-rate-limit": "check rate_limits.outbound_per_user_per_hour",
     "tls": "tls.cert_pem / tls.key_pem must be a PEM certificate and its private key",
 }
 TLS_CERT = "/etc/bulletproof-mail/tls/cert.pem"
@@ -68,6 +69,10 @@ def checks(stage: str) -> list[tuple[str, str, list[str]]]:
          ["unbound-checkconf", f"{stage}/etc/unbound/unbound.conf.d/bulletproof.conf"]),
         ("nftables", f"{stage}/etc/nftables.conf",
          ["nft", "-c", "-f", f"{stage}/etc/nftables.conf"]),
+        # Its own parser (YAML, then the limits it will enforce); exit 5 on a bad file.
+        ("policyd-rate-limit", f"{stage}/etc/policyd-rate-limit.yaml",
+         ["policyd-rate-limit", "--file", f"{stage}/etc/policyd-rate-limit.yaml",
+          "--get-config", "limits"]),
         # Postfix and Dovecot only parse certificates when a daemon starts: check them here.
         ("tls", f"{stage}{TLS_CERT}", ["openssl", "x509", "-noout", "-in", f"{stage}{TLS_CERT}"]),
         ("tls", f"{stage}{TLS_KEY}", ["openssl", "pkey", "-noout", "-in", f"{stage}{TLS_KEY}"]),

@@ -8,7 +8,8 @@ packages=(
   debootstrap systemd-container iproute2 nftables openssh-client   # the local "VPS"
   bind9 bind9-utils bind9-dnsutils tinyproxy                        # its DNS server and package proxy
   swaks                                                             # SMTP oracle in tests
-  postfix dovecot-core dovecot-imapd dovecot-lmtpd opendkim opendkim-tools unbound  # config validation in unit tests
+  postfix dovecot-core dovecot-imapd dovecot-lmtpd opendkim opendkim-tools unbound   # config validation
+  policyd-rate-limit                                                                  # in unit tests
 )
 
 missing=()

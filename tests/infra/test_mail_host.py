@@ -4,9 +4,9 @@ import json
 import pytest
 
 PACKAGES = ["postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
-            "dovecot-lmtpd", "opendkim", "unbound", "nftables"]
+            "dovecot-lmtpd", "opendkim", "unbound", "nftables", "policyd-rate-limit"]
 SERVICES = {"postfix": "postfix@-", "dovecot": "dovecot", "opendkim": "opendkim",
-            "unbound": "unbound"}
+            "unbound": "unbound", "policyd-rate-limit": "policyd-rate-limit"}
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -18,7 +18,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import build, example
+from agent import build, example, keys
 from localcloud import __main__ as localcloud_cli
 from localcloud import aptproxy, container, dns, image, naming, network
 
@@ -32,6 +32,11 @@ PREGREET_INDEX = 201    # a fresh client address for the pregreet test (postscre
 
 def tools_missing() -> list[str]:
     return [t for t in ("systemd-nspawn", "tinyproxy", "named") if not shutil.which(t)]
+
+
+def zone_txt(value: str) -> str:
+    """A long TXT value as zone-file text: quoted strings of at most 255 bytes."""
+    return " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
 
 
 def dnsbl_name(ip: str) -> str:
@@ -107,8 +112,9 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
-def up(stack: str = "itest-agent", log=print) -> Deployed:
-    """Bridge, proxy, DNS, container, agent applied. Call ``down`` in a finally."""
+def up(stack: str = "itest-agent", log=print, tune=None) -> Deployed:
+    """Bridge, proxy, DNS, container, agent applied. Call ``down`` in a finally.
+    ``tune(spec)`` may change the example spec in place (e.g. low limits for a test)."""
     names = naming.stack_names(stack)
     dns.stop(names.runtime_dir / "agent-dns")  # leftovers of an interrupted run
     localcloud_cli.stop_all(names)
@@ -119,9 +125,19 @@ def up(stack: str = "itest-agent", log=print) -> Deployed:
     ip = str(bridge.address(HOST_INDEX).ip)
     gw = str(bridge.ipv4.ip)
     listed = str(bridge.address(LISTED_INDEX).ip)
+    spec = example.example(domain=DOMAIN, ipv4=ip, dns_server=gw)
+    if tune:
+        tune(spec)
+    # A complete, correct record set (as the stack publishes it), so `status` passes on a
+    # fresh host and a test that breaks one record sees exactly that check fail.
     zones = [
         dns.ZoneSpec(DOMAIN, (("@", "MX", f"10 mail.{DOMAIN}."), ("mail", "A", ip),
-                              ("@", "TXT", '"v=spf1 mx -all"'))),
+                              ("@", "TXT", '"v=spf1 mx -all"'),
+                              ("_dmarc", "TXT", '"v=DMARC1; p=quarantine"'),
+                              (f"{spec['dkim']['selector']}._domainkey", "TXT",
+                               zone_txt(keys.dkim_txt(spec["dkim"]["private_key_pem"]))))),
+        dns.ZoneSpec(dns.reverse_zone_v4(str(bridge.ipv4.network)),
+                     ((ip.rsplit(".", 1)[1], "PTR", f"mail.{DOMAIN}."),)),
         dns.ZoneSpec("elsewhere.test", (("@", "MX", "10 mx.elsewhere.test."),
                                         ("mx", "A", gw), ("client", "A", gw))),
         dns.ZoneSpec("dnsbl.test", ((dnsbl_name(listed)[:-len(".dnsbl.test")], "A", "127.0.0.2"),
@@ -140,7 +156,6 @@ def up(stack: str = "itest-agent", log=print) -> Deployed:
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # brand-new host key
     client.connect(ip, username="root", pkey=key, timeout=10, allow_agent=False,
                    look_for_keys=False)
-    spec = example.example(domain=DOMAIN, ipv4=ip, dns_server=gw)
     d = Deployed(names, bridge, ip, client, key_file, spec, workdir)
     d.timings["boot_to_ssh_s"] = time.monotonic() - started
     d.run("cloud-init status --wait", timeout=300)

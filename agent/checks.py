@@ -1,0 +1,95 @@
+"""`bulletproof-agent status`: what a mail admin checks every morning, as pass/warn/fail.
+
+Each check returns one ``Check`` with a one-line reason and, unless it passed, the fix.
+Only ``fail`` makes ``status`` exit 1 (and fails a deploy's verification): a self-signed
+certificate on the local stack or a slow disk is worth a warning, not a stopped deploy.
+
+The DNS checks (checks_dns) ask the host's own unbound; the host checks (checks_host) read
+the live system. Both take their facts from the applied spec's public part, so ``status``
+needs no secrets.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+LEVELS = (PASS, WARN, FAIL)
+
+# Thresholds, overridable with `status --threshold NAME=VALUE` (tests make checks trip).
+THRESHOLDS = {
+    "queue_warn": 100,             # messages in the queue
+    "queue_fail": 1000,
+    "deferred_age_warn_s": 3600,   # oldest deferred message
+    "deferred_age_fail_s": 2 * 86400,  # Postfix bounces after 5 days: act well before
+    "fsync_warn_ms": 20.0,         # the article's iowait warning; never a failure
+    "cert_days_warn": 21,
+    "cert_days_fail": 7,
+}
+
+
+@dataclass
+class Check:
+    name: str
+    level: str
+    reason: str
+    fix: str = ""
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "level": self.level, "reason": self.reason, "fix": self.fix}
+
+
+def facts_from_spec(public: dict) -> dict:
+    """What the checks need from the applied spec (its public part)."""
+    feats = public.get("features") or {}
+    return {
+        "domain": public["domain"], "hostname": public["hostname"],
+        "ipv4": public["ipv4"], "ipv6": public.get("ipv6"),
+        "selector": (public.get("dkim") or {}).get("selector", "s1"),
+        "dnsbl_zones": [s["zone"] for s in (public.get("postscreen") or {}).get("dnsbl_sites", [])],
+        "tls_mode": (public.get("tls") or {}).get("mode", "self-signed"),
+        "tcp_ports": sorted({feats.get("ssh_port", 22), 25, 465, 587, 993}
+                            | ({443} if feats.get("https") else set())),
+    }
+
+
+def run_all(facts: dict, thresholds: dict | None = None, nameserver: str = "127.0.0.1",
+            port: int = 53) -> list[Check]:
+    from agent import checks_dns, checks_host
+    limits = {**THRESHOLDS, **(thresholds or {})}
+    dns = checks_dns.Lookup(nameserver, port)
+    out = checks_dns.run(dns, facts, helo=checks_host.helo_name(),
+                         dkim_p=checks_host.signing_key_p(facts))
+    out += checks_host.run(facts, limits)
+    return out
+
+
+def summary(checks: list[Check]) -> dict:
+    return {level: sum(c.level == level for c in checks) for level in LEVELS}
+
+
+def table(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        lines.append(f"{c.level.upper():<5} {c.name:<22} {c.reason}")
+        if c.fix and c.level != PASS:
+            lines.append(f"{'':<28}fix: {c.fix}")
+    s = summary(checks)
+    lines.append(f"\n{s[PASS]} pass, {s[WARN]} warn, {s[FAIL]} fail")
+    return "\n".join(lines)
+
+
+def parse_thresholds(items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if name not in THRESHOLDS or not value:
+            raise ValueError(f"--threshold {item!r}: expected NAME=VALUE with NAME one of "
+                             + ", ".join(THRESHOLDS))
+        out[name] = type(THRESHOLDS[name])(value)
+    return out
+
+
+def load_public_spec(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,130 @@
+"""`make check`: the morning checks of a deployed stack, from the outside and from the host.
+
+    python -m components.outside_checks --stack NAME [--json]
+
+From here: the public ports answer (and the others do not), an outside relay attempt is
+refused with 554, and FCrDNS / MX / SPF / DKIM / DMARC as the stack's DNS server (output
+`dns_server`) publishes them. From the host, over SSH: `bulletproof-agent status --json`
+(services, TLS, ports as the host sees them, queue, fsync, DNSBLs through its own resolver).
+Exit 1 only on fail-level results; warnings (a self-signed certificate on the local stack,
+a slow disk) are printed and pass.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import smtplib
+import socket
+import sys
+
+from agent import checks, checks_dns
+from agent.checks import FAIL, PASS, Check
+
+OPEN = (25, 465, 587, 993)
+CLOSED = (110, 143, 53, 8891, 10023, 24, 4190)
+RELAY_FROM, RELAY_TO = "check@elsewhere.test", "relay-test@elsewhere.test"
+
+
+def port_checks(ip: str, ssh_port: int = 22, timeout: float = 3.0) -> list[Check]:
+    out = []
+    for port in (ssh_port, *OPEN):
+        try:
+            socket.create_connection((ip, port), timeout=timeout).close()
+            out.append(Check(f"outside:port {port}", PASS, "open"))
+        except OSError as exc:
+            out.append(Check(f"outside:port {port}", FAIL, f"not reachable: {exc}",
+                             "check the service and the firewall (nftables)"))
+    for port in CLOSED:
+        try:
+            socket.create_connection((ip, port), timeout=timeout).close()
+            out.append(Check(f"outside:port {port}", FAIL, "answers from outside",
+                             "this port must stay on loopback or be closed"))
+        except OSError:
+            out.append(Check(f"outside:port {port}", PASS, "closed"))
+    return out
+
+
+def relay_check(ip: str, helo: str = "check.elsewhere.test") -> Check:
+    try:
+        with smtplib.SMTP(ip, 25, local_hostname=helo, timeout=30) as s:
+            s.ehlo()
+            s.mail(RELAY_FROM)
+            code, text = s.rcpt(RELAY_TO)
+    except (OSError, smtplib.SMTPException) as exc:
+        return Check("outside:relay", FAIL, f"SMTP conversation failed: {exc}",
+                     "is port 25 reachable? see /var/log/mail.log")
+    if code == 554:
+        return Check("outside:relay", PASS, f"refused: {code} {text.decode(errors='replace')[:60]}")
+    return Check("outside:relay", FAIL, f"relay to {RELAY_TO} answered {code}, not 554",
+                 "smtpd_relay_restrictions must end in reject_unauth_destination")
+
+
+def dns_checks(outs: dict) -> list[Check]:
+    host, _, port = outs["dns_server"].rpartition(":")
+    lookup = checks_dns.Lookup(host, int(port))
+    facts = {"domain": outs["domain"], "hostname": outs["fqdn"], "ipv4": outs["host_ipv4"],
+             "ipv6": outs.get("host_ipv6"), "selector": outs.get("dkim_selector", "s1"),
+             "dnsbl_zones": []}  # DNSBLs: asked by the host, through its own resolver
+    published = outs.get("dkim_txt", "")
+    p = dict(part.strip().split("=", 1) for part in published.split(";") if "=" in part).get("p")
+    # From outside, the HELO name is the host's FQDN by construction (the host side checks
+    # Postfix's real smtp_helo_name).
+    found = checks_dns.run(lookup, facts, helo=outs["fqdn"], dkim_p=p)
+    for c in found:
+        c.name = f"outside:{c.name}"
+    return found
+
+
+def host_checks(outs: dict, known_hosts: str | None = None) -> list[Check]:
+    from components import remote
+    user, _, host = outs["ssh_target"].partition("@")
+    try:
+        client = remote.connect(host, outs["ssh_private_key"], user=user, timeout=30,
+                                known_hosts=known_hosts)
+    except remote.RemoteError as exc:
+        return [Check("host:ssh", FAIL, str(exc), "is the host up? make up")]
+    try:
+        res = remote.run(client, "/usr/local/sbin/bulletproof-agent status --json", timeout=120)
+    finally:
+        client.close()
+    try:
+        status = json.loads(res.stdout)
+    except ValueError:
+        return [Check("host:status", FAIL, f"bulletproof-agent status said: "
+                      f"{(res.stderr or res.stdout).strip()[:200]}", "re-run make up")]
+    return [Check(f"host:{c['name']}", c["level"], c["reason"], c.get("fix", ""))
+            for c in status.get("checks", [])]
+
+
+def run(outs: dict, known_hosts: str | None = None) -> list[Check]:
+    ip = outs["host_ipv4"]
+    return (port_checks(ip) + [relay_check(ip)] + dns_checks(outs)
+            + host_checks(outs, known_hosts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make check", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default="local")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from components.verify_cli import stack_outputs
+    outs = stack_outputs(args.stack)
+    if "host_ipv4" not in outs:
+        print(f"check: stack {args.stack} has no deployed host (run `make up` first)",
+              file=sys.stderr)
+        return 2
+    import pathlib
+    from localcloud import naming
+    checkout = pathlib.Path(__file__).resolve().parents[1]
+    known_hosts = str(naming.stack_names(args.stack, checkout).runtime_dir / "known_hosts")
+    found = run(outs, known_hosts)
+    if args.json:
+        print(json.dumps({"checks": [c.as_dict() for c in found],
+                          "summary": checks.summary(found)}, indent=2))
+    else:
+        print(checks.table(found))
+    return 1 if any(c.level == FAIL for c in found) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
