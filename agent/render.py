@@ -72,9 +72,6 @@ def targets(spec: Spec) -> list[Target]:
                "policyd-rate-limit", ("policyd-rate-limit",), "rate_limit_config"),
         Target("/etc/unbound/unbound.conf.d/bulletproof.conf", "unbound/bulletproof.conf.j2",
                0o644, "root", "root", ("unbound",)),
-        # Debian's unit refreshes the root trust anchor over the network before every start;
-        # unbound keeps it current itself (RFC 5011), and a host without that route waits.
-        Target("/etc/default/unbound", "etc/default-unbound.j2", 0o644, "root", "root", ("unbound",)),
         # After unbound: Postfix's DNSBL/SPF lookups go to the local resolver only.
         Target("/etc/resolv.conf", "etc/resolv.conf.j2", 0o644, "root", "root", ()),
         Target("/etc/nftables.conf", "nftables/nftables.conf.j2", 0o755, "root", "root",
