@@ -22,7 +22,7 @@ stack = pulumi.get_stack()
 _cfg = pulumi.Config()
 _KEYS = ("backend", "region", "residency", "domain", "hostname", "users", "aliases", "dkim_selector",
          "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify", "allow_listed_ip",
-         *config.SSH_ONLY_KEYS)
+         *config.BACKEND_KEYS)
 # Config keys that are Pulumi secrets; the program passes them on only as secret Outputs.
 _SECRETS = [k for k in _KEYS if pulumi.runtime.is_config_secret(f"{pulumi.get_project()}:{k}")]
 
@@ -65,7 +65,7 @@ pulumi.export("host_ipv4", mail.ipv4)
 pulumi.export("host_ipv6", mail.ipv6)
 pulumi.export("region", cfg.region)
 pulumi.export("ssh_target", mail.ipv4.apply(lambda ip: f"{mail.ssh_user}@{ip}"))
-if cfg.backend == "local":  # on ssh the key is the user's own, already in their config
+if cfg.backend != "ssh":  # on ssh the key is the user's own, already in their config
     pulumi.export("ssh_private_key", mail.ssh_private_key)
 pulumi.export("dns_server", mail.dns_server)
 _records = list(mail.records.values()) + mail.rdns

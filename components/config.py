@@ -18,14 +18,21 @@ NORWEGIAN_REGIONS = {
     "osl1": "OpenStack region in Oslo",
     "oslo": "an existing server in Oslo",
 }
-BACKENDS = ("local", "ssh")
+BACKENDS = ("local", "ssh", "openstack")
+DNS_BACKENDS = ("rfc2136", "cloudflare")
 RDNS_MODES = ("enforce", "warn")
 # Keys that hold secrets: accepted only as Pulumi secrets (`pulumi config set --secret`).
 SECRET_KEYS = ("ssh_private_key", "dns_tsig_secret")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
 DMARC_POLICIES = ("none", "quarantine", "reject")
-SSH_ONLY_KEYS = ("ssh_host", "ssh_user", "ssh_host_ipv6", "ssh_private_key", "rdns", "dns_server",
-                 "dns_tsig_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_zone", "resolver")
+SSH_KEYS = ("ssh_host", "ssh_user", "ssh_host_ipv6", "ssh_private_key", "rdns")
+RFC2136_KEYS = ("dns_server", "dns_tsig_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_zone")
+CLOUDFLARE_KEYS = ("cloudflare_zone_id",)
+OPENSTACK_KEYS = ("openstack_flavor", "openstack_image", "openstack_network", "openstack_floating_ip_pool",
+                  "openstack_ipv6")
+SSH_ONLY_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver")  # the keys of backend ssh (rfc2136 DNS)
+# Every key a backend other than local reads (the program passes these on to load()).
+BACKEND_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS, *OPENSTACK_KEYS)
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
@@ -72,6 +79,24 @@ class DnsUpdate:
 
 
 @dataclass(frozen=True)
+class CloudflareDns:
+    """dns_backend cloudflare: the records go to a Cloudflare zone (token: CLOUDFLARE_API_TOKEN)."""
+    zone_id: str
+    zone: str           # the domain: records are written by their full names
+    resolver: str       # "IP:port", as in DnsUpdate
+
+
+@dataclass(frozen=True)
+class OpenStackHost:
+    """backend openstack: credentials come from the provider's own OS_* variables / clouds.yaml."""
+    flavor: str
+    image: str
+    network: str                       # ID of the network the host's port is on
+    floating_ip_pool: str | None = None  # external network of a floating IPv4 (else the port's own)
+    ipv6: bool = True                  # the network has an IPv6 subnet: AAAA + Postfix's IPv6
+
+
+@dataclass(frozen=True)
 class StackConfig:
     backend: str
     region: str
@@ -89,7 +114,8 @@ class StackConfig:
     allow_listed_ip: bool = False
     is_local: bool = field(default=False)
     ssh: SshHost | None = None
-    dns: DnsUpdate | None = None
+    dns: DnsUpdate | CloudflareDns | None = None
+    openstack: OpenStackHost | None = None
 
     @property
     def fqdn(self) -> str:
@@ -112,8 +138,19 @@ def _ip_port(value: Any) -> bool:
     return port.isdigit() and 0 < int(port) < 65536
 
 
-def _ssh_backend(get, domain: str, secret_keys: Collection[str], errors: list[str]):
-    """The keys of backend ssh: the server and the RFC 2136 DNS server (its TSIG key)."""
+def _secret(get, key: str, example: str, backend: str, secret_keys: Collection[str], errors: list[str]):
+    value = get(key)
+    if not value:
+        errors.append(f"{key}: missing; backend {backend} needs it as a secret: {example}")
+    elif key not in secret_keys:
+        # Never echo the value: it is a secret in the wrong place.
+        errors.append(f"{key}: is stored in plain text in the stack config; remove it and set it "
+                      f"as a secret: {example}")
+    return value
+
+
+def _ssh_host(get, secret_keys: Collection[str], errors: list[str]) -> SshHost:
+    """The keys of backend ssh: the existing server and the key to reach it."""
     host = get("ssh_host")
     try:
         ipaddress.IPv4Address(str(host))
@@ -132,20 +169,62 @@ def _ssh_backend(get, domain: str, secret_keys: Collection[str], errors: list[st
     rdns = get("rdns", "enforce")
     if rdns not in RDNS_MODES:
         errors.append(f"rdns: {rdns!r} is not a mode; use enforce (a wrong PTR stops the deploy) or warn")
+    example = "pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519"
+    key = _secret(get, "ssh_private_key", example, "ssh", secret_keys, errors)
+    if key and "ssh_private_key" in secret_keys and "PRIVATE KEY-----" not in str(key):
+        errors.append(f"ssh_private_key: (secret) is not a PEM/OpenSSH private key; set the whole key file: {example}")
+    return SshHost(host=str(host), user=user, ipv6=ipv6, rdns=rdns)
 
-    for key, example in (("ssh_private_key", "pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519"),
-                         ("dns_tsig_secret", "pulumi config set --secret dns_tsig_secret 'BASE64...'")):
-        value = get(key)
-        if not value:
-            errors.append(f"{key}: missing; backend ssh needs it as a secret: {example}")
-        elif key not in secret_keys:
-            # Never echo the value: it is a secret in the wrong place.
-            errors.append(f"{key}: is stored in plain text in the stack config; remove it and set it "
-                          f"as a secret: {example}")
-        elif key == "ssh_private_key" and "PRIVATE KEY-----" not in str(value):
-            errors.append("ssh_private_key: (secret) is not a PEM/OpenSSH private key; set the whole key "
-                          f"file: {example}")
 
+def _openstack_host(get, errors: list[str]) -> OpenStackHost:
+    """The keys of backend openstack: flavor, image, network (IDs and names as the cloud has them)."""
+    values = {}
+    for key, example in (("openstack_flavor", "openstack_flavor: b.2c4gb (openstack flavor list)"),
+                         ("openstack_image", "openstack_image: 'Debian 12' (openstack image list; Debian 12 only)"),
+                         ("openstack_network", "openstack_network: 0f6e...-uuid (openstack network list; "
+                                               "the network the host's port is on)")):
+        value = values[key] = get(key)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(f"{key}: {value!r} is missing; set it, e.g. {example}")
+    network = values["openstack_network"]
+    if isinstance(network, str) and network.strip() and not re.fullmatch(r"[0-9a-f]{8}(-?[0-9a-f]{4}){3}-?[0-9a-f]{12}", network):
+        errors.append(f"openstack_network: {network!r} is not a network ID; set the UUID that "
+                      f"`openstack network list` shows (a port needs the ID, not the name)")
+    pool = get("openstack_floating_ip_pool")
+    if pool is not None and (not isinstance(pool, str) or not pool.strip()):
+        errors.append(f"openstack_floating_ip_pool: {pool!r} is not a network name; set the external "
+                      f"network floating IPs come from (e.g. public) or leave it out")
+    ipv6 = get("openstack_ipv6", True)
+    if not isinstance(ipv6, bool):
+        errors.append(f"openstack_ipv6: {ipv6!r} must be true (the network has an IPv6 subnet) or false")
+    return OpenStackHost(flavor=str(values["openstack_flavor"]), image=str(values["openstack_image"]),
+                         network=str(network), floating_ip_pool=pool, ipv6=ipv6)
+
+
+def _dns(get, backend: str, domain: str, secret_keys: Collection[str], errors: list[str]):
+    """Where the records go: an RFC 2136 server (TSIG) or a Cloudflare zone; and the resolver."""
+    resolver = get("resolver")
+    if not _ip_port(resolver):
+        errors.append(f"resolver: {resolver!r} is not IP:port; set the DNS resolver the server uses "
+                      f"(its unbound forwards to it; the stack asks it for the PTR and DNSBLs), "
+                      f"e.g. resolver: 192.0.2.53:53")
+    dns_backend = get("dns_backend", "rfc2136")
+    if dns_backend not in DNS_BACKENDS:
+        errors.append(f"dns_backend: {dns_backend!r} is not a DNS backend; use one of {', '.join(DNS_BACKENDS)}")
+        return None
+    other = CLOUDFLARE_KEYS if dns_backend == "rfc2136" else RFC2136_KEYS
+    present = [k for k in other if get(k) is not None]
+    if present:
+        errors.append(f"{', '.join(present)}: not used with dns_backend: {dns_backend}; remove them")
+    if dns_backend == "cloudflare":
+        zone_id = get("cloudflare_zone_id")
+        if not isinstance(zone_id, str) or not re.fullmatch(r"[0-9a-f]{32}", zone_id):
+            errors.append(f"cloudflare_zone_id: {zone_id!r} is not a Cloudflare zone ID; copy the 32 hex "
+                          f"digits of 'Zone ID' from the zone's overview page in the Cloudflare dashboard")
+        return CloudflareDns(zone_id=str(zone_id), zone=domain, resolver=str(resolver))
+
+    _secret(get, "dns_tsig_secret", "pulumi config set --secret dns_tsig_secret 'BASE64...'", backend,
+            secret_keys, errors)
     server = get("dns_server")
     if not _ip_port(server):
         errors.append(f"dns_server: {server!r} is not IP:port; set the RFC 2136 server that takes "
@@ -161,14 +240,8 @@ def _ssh_backend(get, domain: str, secret_keys: Collection[str], errors: list[st
     if domain and (_domain_error("dns_zone", zone) or not (domain == zone or domain.endswith("." + str(zone)))):
         errors.append(f"dns_zone: {zone!r} does not contain the domain {domain!r}; set the zone the "
                       f"records go to: the domain itself or a parent of it")
-    resolver = get("resolver")
-    if not _ip_port(resolver):
-        errors.append(f"resolver: {resolver!r} is not IP:port; set the DNS resolver the server uses "
-                      f"(its unbound forwards to it; the stack asks it for the PTR and DNSBLs), "
-                      f"e.g. resolver: 192.0.2.53:53")
-    return (SshHost(host=str(host), user=user, ipv6=ipv6, rdns=rdns),
-            DnsUpdate(server=str(server), tsig_name=str(tsig_name), tsig_algorithm=str(algorithm),
-                      zone=str(zone or domain), resolver=str(resolver)))
+    return DnsUpdate(server=str(server), tsig_name=str(tsig_name), tsig_algorithm=str(algorithm),
+                     zone=str(zone or domain), resolver=str(resolver))
 
 
 def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) -> StackConfig:
@@ -270,14 +343,23 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
     if not isinstance(allow_listed, bool):
         errors.append(f"allow_listed_ip: {allow_listed!r} must be true or false")
 
-    ssh = dns = None
+    ssh = dns = openstack = None
     if backend == "ssh":
-        ssh, dns = _ssh_backend(get, domain, secret_keys, errors)
+        ssh = _ssh_host(get, secret_keys, errors)
+    elif backend == "openstack":
+        openstack = _openstack_host(get, errors)
+    for keys, owner in ((SSH_KEYS, "ssh"), (OPENSTACK_KEYS, "openstack")):
+        present = [k for k in keys if get(k) is not None]
+        if present and backend != owner:
+            errors.append(f"{', '.join(present)}: only used with backend: {owner} (backend is {backend!r}); "
+                          f"remove them or set backend: {owner}")
+    if backend in ("ssh", "openstack"):
+        dns = _dns(get, backend, domain, secret_keys, errors)
     else:
-        present = [k for k in SSH_ONLY_KEYS if get(k) is not None]
+        present = [k for k in (*RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS) if get(k) is not None]
         if present:
-            errors.append(f"{', '.join(present)}: only used with backend: ssh (backend is {backend!r}); "
-                          f"remove them or set backend: ssh")
+            errors.append(f"{', '.join(present)}: only used with backend: ssh or openstack (backend is "
+                          f"{backend!r}; local runs its own DNS server); remove them")
 
     if errors:
         raise ConfigError(errors)
@@ -287,5 +369,5 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         dmarc_rua=rua, dnsbl_sites=tuple(sites), dnsbl_threshold=threshold, verify=verify,
         allow_listed_ip=allow_listed,
         is_local=(stack == "local" or backend == "local"),
-        ssh=ssh, dns=dns,
+        ssh=ssh, dns=dns, openstack=openstack,
     )

@@ -1,4 +1,7 @@
-"""The mail DNS records (A/AAAA, MX, SPF, DKIM, DMARC) and the reverse DNS, each a resource."""
+"""The mail DNS records (A/AAAA, MX, SPF, DKIM, DMARC) and the reverse DNS, each a resource.
+
+Records go to an RFC 2136 server (DnsServer, the default) or a hosted zone (dns_cloudflare).
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -59,9 +62,12 @@ class ReverseDns(pulumi.ComponentResource):
 
 
 class MailDns(pulumi.ComponentResource):
-    """A/AAAA of the host, MX, SPF, DKIM and DMARC of the domain."""
+    """A/AAAA of the host, MX, SPF, DKIM and DMARC of the domain.
 
-    def __init__(self, name: str, server: DnsServer, domain: str, hostname: str,
+    `server`: a DnsServer (RFC 2136) or a dns_cloudflare.CloudflareZone.
+    """
+
+    def __init__(self, name: str, server, domain: str, hostname: str,
                  ipv4: pulumi.Input[str], ipv6: pulumi.Input[str] | None, dkim_selector: str,
                  dkim_public_key: pulumi.Input[str], dmarc_policy: str, dmarc_rua: str | None,
                  after: list | None = None, opts: pulumi.ResourceOptions | None = None,
@@ -78,6 +84,13 @@ class MailDns(pulumi.ComponentResource):
         ]
         if ipv6 is not None:
             wanted.insert(1, ("aaaa", hostname, "AAAA", [ipv6]))
+        if not isinstance(server, DnsServer):  # a hosted zone (Cloudflare): records by full name
+            from components import dns_cloudflare
+            self.records = {key: dns_cloudflare.record(server, f"{name}-{key}", domain, rname, rtype, values,
+                                                       self, after)
+                            for key, rname, rtype, values in wanted}
+            self.register_outputs({})
+            return
         zone = zone or domain
         if zone != domain:  # records of a domain inside a parent zone: absolute names
             wanted = [(k, f"{domain}." if r == "@" else f"{r}.{domain}.", t, v) for k, r, t, v in wanted]

@@ -47,7 +47,7 @@ class HostAccess:
     """What the rest of the stack needs from a host backend."""
     ipv4: pulumi.Output
     ipv6: pulumi.Output | None
-    dns: DnsServer                 # where the mail records go (RFC 2136)
+    dns: DnsServer                 # where the mail records go (RFC 2136, or a dns_cloudflare.CloudflareZone)
     dns_zone: str
     dns_server_url: pulumi.Input[str]
     resolver: pulumi.Input[str]    # "IP:port" the stack's checks ask
@@ -84,6 +84,9 @@ class MailServer(pulumi.ComponentResource):
         self.sink = None
         if cfg.backend == "ssh":
             host = existing_server(cfg, secrets or {})
+        elif cfg.backend == "openstack":
+            from components.cloud_openstack import openstack_host
+            host = openstack_host(name, cfg, zipapp, dns_target(cfg, secrets or {}), self)
         else:
             host = self._local_host(name, cfg, stack, checkout, known_hosts, zipapp)
 
@@ -173,6 +176,16 @@ class MailServer(pulumi.ComponentResource):
             reverse_dns=True, ssh_key_resource=ssh_key)
 
 
+def dns_target(cfg: StackConfig, secrets: dict[str, pulumi.Output]) -> tuple:
+    """(MailDns target, zone, URL shown as the dns_server output) of the stack's DNS backend."""
+    from components.config import CloudflareDns
+    if isinstance(cfg.dns, CloudflareDns):
+        from components.dns_cloudflare import CloudflareZone
+        return CloudflareZone(cfg.dns.zone_id), cfg.dns.zone, f"cloudflare:{cfg.dns.zone_id}"
+    return (DnsServer(cfg.dns.server, cfg.dns.tsig_name, cfg.dns.tsig_algorithm, secrets["dns_tsig_secret"]),
+            cfg.dns.zone, cfg.dns.server)
+
+
 def existing_server(cfg: StackConfig, secrets: dict[str, pulumi.Output]) -> HostAccess:
     """backend ssh: a server that already runs (no user-data: the agent goes over SSH), DNS on
     the user's RFC 2136 server, reverse DNS set by the provider (checked by rdns_check)."""
@@ -180,11 +193,10 @@ def existing_server(cfg: StackConfig, secrets: dict[str, pulumi.Output]) -> Host
     forwarder = dns_cfg.resolver.replace(":", "@")
     spec_json = pulumi.Output.from_input(
         agent_spec.to_json(agent_spec.public_spec(cfg, ssh.host, ssh.ipv6, [forwarder])))
-    server = DnsServer(dns_cfg.server, dns_cfg.tsig_name, dns_cfg.tsig_algorithm,
-                       secrets["dns_tsig_secret"])
+    server, zone, url = dns_target(cfg, secrets)
     return HostAccess(
         ipv4=pulumi.Output.from_input(ssh.host),
         ipv6=pulumi.Output.from_input(ssh.ipv6) if ssh.ipv6 else None,
-        dns=server, dns_zone=dns_cfg.zone, dns_server_url=dns_cfg.server, resolver=dns_cfg.resolver,
+        dns=server, dns_zone=zone, dns_server_url=url, resolver=dns_cfg.resolver,
         spec_json=spec_json, ssh_private_key=secrets["ssh_private_key"], ssh_user=ssh.user,
         host_id=f"ssh:{ssh.user}@{ssh.host}", boot_run_id="", after=[], reverse_dns=False)

@@ -128,6 +128,17 @@ def firewall_violation(rtype: str, name: str, props: Mapping, https: bool = Fals
 
 # --- DMARC ----------------------------------------------------------------------------------
 
+def txt_values(props: Mapping) -> list:
+    """The TXT values of a record: ours carry `values`; Cloudflare's a quoted `content`."""
+    values = _known(props, "values")
+    if values is not None:
+        return list(values)
+    content = _known(props, "content")
+    if isinstance(content, str) and content.startswith('"'):
+        return ["".join(content.split('"')[1::2])]
+    return [content] if isinstance(content, str) else []
+
+
 def dmarc_tags(txt: str) -> dict[str, str]:
     return {k.strip().lower(): v.strip() for k, _, v in
             (part.partition("=") for part in txt.split(";")) if k.strip()}
@@ -136,7 +147,7 @@ def dmarc_tags(txt: str) -> dict[str, str]:
 def dmarc_violation(name: str, props: Mapping, stack: str) -> str | None:
     if not stack.startswith("prod") or _known(props, "type") != "TXT":
         return None
-    for value in _known(props, "values") or []:
+    for value in txt_values(props):
         if isinstance(value, str) and value.startswith("v=DMARC1"):
             if dmarc_tags(value).get("p", "none").lower() == "none":
                 return (f"{name}: DMARC p=none on production stack {stack!r} ({value!r}) only monitors; "
@@ -162,7 +173,7 @@ def dkim_violation(name: str, props: Mapping) -> str | None:
         if bits < MIN_DKIM_BITS:
             return f"{name}: DKIM key of {bits} bits; use at least {MIN_DKIM_BITS} (RFC 8301)"
     if _known(props, "type") == "TXT":
-        for value in _known(props, "values") or []:
+        for value in txt_values(props):
             if isinstance(value, str) and value.startswith("v=DKIM1"):
                 bits = rsa_bits_of_dkim_txt(value)
                 if bits is not None and bits < MIN_DKIM_BITS:

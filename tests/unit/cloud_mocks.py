@@ -1,0 +1,81 @@
+"""Runs MailServer for a non-local stack under pulumi.runtime.set_mocks: no cloud is reached.
+
+Components are imported only after set_mocks, as Pulumi requires. Every registered resource is
+recorded as (type, name, inputs), inputs with the engine's (camelCase) property names.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import pulumi
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STACK = "prod-oslo"
+IPV4, IPV6, FLOATING_IPV4 = "192.0.2.10", "2001:db8::10", "198.51.100.7"
+MOCK_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-ssh-private\n-----END OPENSSH PRIVATE KEY-----\n"
+MOCK_DKIM_KEY = "-----BEGIN PRIVATE KEY-----\nmock-dkim-private\n-----END PRIVATE KEY-----\n"
+# A 2048-bit key's base64 is 392 characters: its DKIM TXT record needs two 255-byte strings.
+MOCK_DKIM_PUBLIC = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "A" * 348
+ZONE_ID = "0123456789abcdef0123456789abcdef"
+
+
+def local_raw() -> dict:
+    doc = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())
+    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
+
+
+def openstack_raw(**changes) -> dict:
+    return {**local_raw(), "backend": "openstack", "region": "osl1", "dmarc_policy": "reject",
+            "openstack_flavor": "b.2c4gb", "openstack_image": "Debian 12",
+            "openstack_network": "0f6e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
+            "dns_backend": "cloudflare", "cloudflare_zone_id": ZONE_ID, "resolver": "192.0.2.53:53",
+            **changes}
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.resources: list[tuple[str, str, dict]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        inputs = dict(args.inputs)
+        self.resources.append((args.typ, args.name, inputs))
+        outs = dict(inputs)
+        if args.typ == "pulumi-python:dynamic:Resource":
+            if inputs.get("algorithm") == "rsa":
+                outs.update(private_key=MOCK_DKIM_KEY, public_key=MOCK_DKIM_PUBLIC)
+            elif inputs.get("algorithm") == "ed25519":
+                outs.update(private_key=MOCK_SSH_KEY, public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAImock")
+            elif "account" in inputs:
+                outs.update(password="mock-mailbox-password", hash="{SHA512-CRYPT}$6$mock-hash")
+        elif args.typ == "openstack:networking/port:Port":
+            outs["allFixedIps"] = [IPV4, IPV6]
+        elif args.typ == "openstack:networking/floatingIp:FloatingIp":
+            outs["address"] = FLOATING_IPV4
+        return f"{args.name}-id", outs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}, None
+
+
+def run(cfg) -> tuple[Mocks, dict]:
+    """Declare MailServer for `cfg`; return the mocks and the resolved spec JSON and records."""
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="bulletproof-mail", stack=STACK, preview=False)
+    from components.mail_server import MailServer  # after set_mocks
+
+    seen: dict = {}
+
+    @pulumi.runtime.test
+    def declare():
+        server = MailServer("mail", cfg, STACK, str(ROOT))
+        seen["server"] = server
+        return pulumi.Output.all(server.spec, server.ipv4, server.ipv6).apply(
+            lambda a: seen.update(spec=a[0], ipv4=a[1], ipv6=a[2]))
+
+    declare()
+    return mocks, seen
+
+
+def of_type(mocks: Mocks, typ: str) -> list[tuple[str, dict]]:
+    return [(name, inputs) for t, name, inputs in mocks.resources if t == typ]
