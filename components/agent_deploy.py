@@ -86,25 +86,33 @@ def _wait_first_boot(client, run_id: str, timeout: float) -> dict:
 
 def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run_id: str,
            boot_run_id: str, timeout: float = 1200) -> dict:
-    """Make the host run the agent for `run_id`; return the agent's report."""
+    """Make the host run the agent for `run_id`; return the agent's report.
+
+    `boot_run_id` is the run its user-data performs at first boot ("" when no user-data runs
+    the agent, e.g. an existing server): that run waits for the agent and the secrets, which
+    only ever arrive over SSH, the secrets last.
+    """
     client = remote.connect(target.host, target.private_key_pem, user=target.user,
                             known_hosts=target.known_hosts)
+    wait_boot = f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true"
     try:
         remote.run(client, f"install -d -m 0700 /etc/bulletproof-mail {PENDING}", check=True)
-        remote.put(client, SECRETS, secrets_json.encode(), 0o600)
         state = _state(client)
         if state and state.get("run_id") == run_id:
             return _checked(state)
-        if boot_run_id:
-            if run_id == boot_run_id and not (state and state.get("run_id") != run_id):
-                return _wait_first_boot(client, run_id, timeout)
-            # A first-boot run may still be going (it started once the secrets arrived): let it
-            # finish before replacing the agent under it.
-            remote.run(client, f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true",
-                       timeout=timeout + 30)
-        # No boot_run_id: no user-data runs the agent (an existing server): nothing to wait for.
+        first_boot = bool(boot_run_id) and run_id == boot_run_id and state is None
+        if boot_run_id and remote.run(client, f"test -e {AGENT}").rc == 0:
+            # A first-boot run may be going with the agent we sent before: never replace an
+            # agent under a running process.
+            remote.run(client, wait_boot, timeout=timeout + 30)
         remote.put(client, AGENT, zipapp, 0o755)
-        remote.put(client, SPEC, spec_json.encode(), 0o600)
+        if not first_boot:
+            remote.put(client, SPEC, spec_json.encode(), 0o600)
+        remote.put(client, SECRETS, secrets_json.encode(), 0o600)
+        if first_boot:
+            return _wait_first_boot(client, run_id, timeout)
+        if boot_run_id:  # the secrets just started a first-boot run of an older spec: let it end
+            remote.run(client, wait_boot, timeout=timeout + 30)
         result = remote.run(client, apply_command(run_id), timeout=timeout)
         state = _state(client)
         if result.rc != 0 or not state or state.get("run_id") != run_id:

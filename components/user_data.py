@@ -1,13 +1,13 @@
 """The cloud-init user-data that runs the agent on first boot: one document for every backend.
 
-It carries the agent zipapp and the readable spec, never a secret (clouds expose user-data
-through their metadata services); the first-boot command waits (bounded) for the secrets file
-that the stack uploads over SSH, then applies. Gzip-compressed, since clouds cap user-data
-size (16 KiB on some) and cloud-init reads gzip as is.
+It carries the readable spec and the first-boot command, never a secret (clouds expose
+user-data through their metadata services). The command waits (bounded) for the agent and the
+secrets, which the stack uploads over SSH (secrets last), then applies. The agent is not in
+the document: clouds cap user-data (OpenStack at 64 KiB, some at 16 KiB). Gzip-compressed,
+which cloud-init reads as is; the run id still names the agent's bytes.
 """
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import json
@@ -26,15 +26,12 @@ def run_id(spec_json: str, zipapp: bytes) -> str:
 def document(spec_json: str, zipapp: bytes) -> str:
     rid = run_id(spec_json, zipapp)
     wait_and_apply = (
-        f"chmod 0700 {paths.PENDING}; for i in $(seq {SECRETS_WAIT_S}); do [ -s {paths.SECRETS} ] && break; sleep 1; done; "
+        f"chmod 0700 {paths.PENDING}; for i in $(seq {SECRETS_WAIT_S}); do "
+        f"[ -s {paths.SECRETS} ] && [ -x {paths.AGENT} ] && break; sleep 1; done; "
         f"{paths.apply_command(rid)} > {paths.FIRSTBOOT_LOG} 2>&1"
     )
     config = {
-        "write_files": [
-            {"path": paths.AGENT, "permissions": "0755", "encoding": "gz+b64",
-             "content": base64.b64encode(gzip.compress(zipapp, mtime=0)).decode()},
-            {"path": paths.SPEC, "permissions": "0600", "content": spec_json},
-        ],
+        "write_files": [{"path": paths.SPEC, "permissions": "0600", "content": spec_json}],
         "runcmd": [["sh", "-c", wait_and_apply]],
     }
     # JSON is YAML; sorted keys keep the document byte-for-byte stable.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -103,6 +104,34 @@ def _seed(root: Path, names, host, hostname, ipv4, gateway, ipv6, nameserver, ap
     _write(root, "etc/hosts", f"127.0.0.1 localhost\n::1 localhost\n{ipv4.ip} {names_line}\n")
 
 
+# Downloaded .debs are kept on the machine: handed to each new host before it boots and
+# collected from it when it stops. The install step still runs for real (apt checks each
+# package's hash), but a repeat deploy need not fetch the packages again. Copies, not a shared
+# bind mount: apt locks its archive dir, and two hosts installing at once must not collide.
+APT_ARCHIVES = "var/cache/apt/archives"
+
+
+def deb_cache() -> Path:
+    return naming.cache_dir() / "apt-archives"
+
+
+def _share_debs(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) every .deb of `src` that `dst` lacks; each appears whole or not at all."""
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for deb in src.glob("*.deb"):
+        target = dst / deb.name
+        if target.exists():
+            continue
+        tmp = dst / f".{deb.name}.tmp"
+        try:
+            os.link(deb, tmp)
+        except OSError:
+            shutil.copyfile(deb, tmp)
+        os.replace(tmp, target)
+
+
 def start(names: naming.StackNames, host: str, *, bridge: str, ipv4: str,
           gateway: str | None = None, ipv6: str | None = None, nameserver: str | None = None,
           apt_proxy_url: str | None = None, authorized_keys: list[str] | tuple[str, ...] = (),
@@ -124,13 +153,9 @@ def start(names: naming.StackNames, host: str, *, bridge: str, ipv4: str,
     try:
         _seed(p["root"], names, host, hostname, ipv4_if, gateway, ipv6_if, nameserver,
               apt_proxy_url, authorized_keys, user_data, meta_data)
-        # Downloaded .debs are kept on the machine, shared by every host: the install step
-        # still runs for real, but a repeat deploy need not fetch the packages again.
-        debs = naming.cache_dir() / "apt-archives"
-        (debs / "partial").mkdir(parents=True, exist_ok=True)
+        _share_debs(deb_cache(), p["upper"] / APT_ARCHIVES)
         argv = ["systemd-nspawn", f"--directory={p['root']}", f"--machine={machine}",
                 "--register=no", "--keep-unit", f"--network-bridge={bridge}",
-                f"--bind={debs}:/var/cache/apt/archives",
                 "--resolv-conf=off", "--console=read-only", "--boot"]
         pid = process.spawn(argv, p["log"], p["pid"])
         leader = _wait_leader(pid, p["log"])
@@ -243,6 +268,7 @@ def stop(names: naming.StackNames, host: str, timeout: float = 20, destroy: bool
                 os.kill(leader, signal.SIGKILL)
             process.terminate(pid, 5, signal.SIGKILL)
     p["pid"].unlink(missing_ok=True)
+    _share_debs(p["upper"] / APT_ARCHIVES, deb_cache())
     _remove_nspawn_leftovers(names.machine(host), p["root"])
     if p["dir"].exists():
         mounts.unmount_all(p["dir"])
