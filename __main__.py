@@ -22,7 +22,7 @@ stack = pulumi.get_stack()
 _cfg = pulumi.Config()
 _KEYS = ("backend", "region", "residency", "domain", "hostname", "users", "aliases", "dkim_selector",
          "dmarc_policy", "dmarc_rua", "dnsbl_sites", "dnsbl_threshold", "verify", "allow_listed_ip",
-         *config.BACKEND_KEYS)
+         "outbound_per_user_per_hour", *config.BACKEND_KEYS)
 # Config keys that are Pulumi secrets; the program passes them on only as secret Outputs.
 _SECRETS = [k for k in _KEYS if pulumi.runtime.is_config_secret(f"{pulumi.get_project()}:{k}")]
 

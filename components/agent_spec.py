@@ -38,6 +38,8 @@ def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[
             "dnsbl_threshold": cfg.dnsbl_threshold,
             "allowlist": [],
         },
+        # The marketing script that sends 5,000 mails stops at this many recipients an hour.
+        "rate_limits": {"outbound_per_user_per_hour": cfg.outbound_per_user_per_hour},
         "resolver": {
             "forwarders": forwarders,
             "stub_zones": stub_zones or [],

@@ -5,10 +5,14 @@ bad `Pulumi.<stack>.yaml` fails `pulumi preview` before anything is touched.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
+
+from components.config_backends import (  # noqa: F401 (re-exported)
+    BACKEND_KEYS, CLOUDFLARE_KEYS, DNS_BACKENDS, OPENSTACK_KEYS, RDNS_MODES, RFC2136_KEYS,
+    SECRET_KEYS, SSH_KEYS, SSH_ONLY_KEYS, TSIG_ALGORITHMS, CloudflareDns, DnsUpdate,
+    OpenStackHost, SshHost, _dns, _openstack_host, _ssh_host)
 
 # Regions a host may stand in when `residency` is "NO" (Norwegian soil), per backend.
 NORWEGIAN_REGIONS = {
@@ -19,20 +23,7 @@ NORWEGIAN_REGIONS = {
     "oslo": "an existing server in Oslo",
 }
 BACKENDS = ("local", "ssh", "openstack")
-DNS_BACKENDS = ("rfc2136", "cloudflare")
-RDNS_MODES = ("enforce", "warn")
-# Keys that hold secrets: accepted only as Pulumi secrets (`pulumi config set --secret`).
-SECRET_KEYS = ("ssh_private_key", "dns_tsig_secret")
-TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
 DMARC_POLICIES = ("none", "quarantine", "reject")
-SSH_KEYS = ("ssh_host", "ssh_user", "ssh_host_ipv6", "ssh_private_key", "rdns")
-RFC2136_KEYS = ("dns_server", "dns_tsig_name", "dns_tsig_algorithm", "dns_tsig_secret", "dns_zone")
-CLOUDFLARE_KEYS = ("cloudflare_zone_id",)
-OPENSTACK_KEYS = ("openstack_flavor", "openstack_image", "openstack_network", "openstack_floating_ip_pool",
-                  "openstack_ipv6")
-SSH_ONLY_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver")  # the keys of backend ssh (rfc2136 DNS)
-# Every key a backend other than local reads (the program passes these on to load()).
-BACKEND_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS, *OPENSTACK_KEYS)
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})+$")
@@ -59,42 +50,6 @@ class DnsblSite:
     weight: int = 1
 
 
-@dataclass(frozen=True)
-class SshHost:
-    """backend: ssh: an existing server; its private key stays a Pulumi secret (not kept here)."""
-    host: str           # its public IPv4, where the stack reaches sshd and the mail DNS points
-    user: str = "root"
-    ipv6: str | None = None
-    rdns: str = "enforce"
-
-
-@dataclass(frozen=True)
-class DnsUpdate:
-    """The RFC 2136 server the records go to; its TSIG secret stays a Pulumi secret."""
-    server: str         # "IP:port"
-    tsig_name: str
-    tsig_algorithm: str
-    zone: str           # the zone the mail records live in (the domain or a parent of it)
-    resolver: str       # "IP:port": what the host's resolver forwards to, and the stack's checks ask
-
-
-@dataclass(frozen=True)
-class CloudflareDns:
-    """dns_backend cloudflare: the records go to a Cloudflare zone (token: CLOUDFLARE_API_TOKEN)."""
-    zone_id: str
-    zone: str           # the domain: records are written by their full names
-    resolver: str       # "IP:port", as in DnsUpdate
-
-
-@dataclass(frozen=True)
-class OpenStackHost:
-    """backend openstack: credentials come from the provider's own OS_* variables / clouds.yaml."""
-    flavor: str
-    image: str
-    network: str                       # ID of the network the host's port is on
-    floating_ip_pool: str | None = None  # external network of a floating IPv4 (else the port's own)
-    ipv6: bool = True                  # the network has an IPv6 subnet: AAAA + Postfix's IPv6
-
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -112,6 +67,7 @@ class StackConfig:
     dnsbl_threshold: int
     verify: bool
     allow_listed_ip: bool = False
+    outbound_per_user_per_hour: int = 200
     is_local: bool = field(default=False)
     ssh: SshHost | None = None
     dns: DnsUpdate | CloudflareDns | None = None
@@ -129,119 +85,6 @@ def _domain_error(key: str, value: Any) -> str | None:
     return None
 
 
-def _ip_port(value: Any) -> bool:
-    host, _, port = str(value).rpartition(":")
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    return port.isdigit() and 0 < int(port) < 65536
-
-
-def _secret(get, key: str, example: str, backend: str, secret_keys: Collection[str], errors: list[str]):
-    value = get(key)
-    if not value:
-        errors.append(f"{key}: missing; backend {backend} needs it as a secret: {example}")
-    elif key not in secret_keys:
-        # Never echo the value: it is a secret in the wrong place.
-        errors.append(f"{key}: is stored in plain text in the stack config; remove it and set it "
-                      f"as a secret: {example}")
-    return value
-
-
-def _ssh_host(get, secret_keys: Collection[str], errors: list[str]) -> SshHost:
-    """The keys of backend ssh: the existing server and the key to reach it."""
-    host = get("ssh_host")
-    try:
-        ipaddress.IPv4Address(str(host))
-    except ValueError:
-        errors.append(f"ssh_host: {host!r} is not an IPv4 address; set the server's public IPv4, "
-                      f"e.g. ssh_host: 192.0.2.10 (the mail A record and the PTR check use it)")
-    user = get("ssh_user", "root")
-    if not isinstance(user, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
-        errors.append(f"ssh_user: {user!r} is not a user name; e.g. ssh_user: root (it needs root or sudo-less root rights)")
-    ipv6 = get("ssh_host_ipv6")
-    if ipv6 is not None:
-        try:
-            ipaddress.IPv6Address(str(ipv6))
-        except ValueError:
-            errors.append(f"ssh_host_ipv6: {ipv6!r} is not an IPv6 address; set the server's public IPv6 or leave it out")
-    rdns = get("rdns", "enforce")
-    if rdns not in RDNS_MODES:
-        errors.append(f"rdns: {rdns!r} is not a mode; use enforce (a wrong PTR stops the deploy) or warn")
-    example = "pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519"
-    key = _secret(get, "ssh_private_key", example, "ssh", secret_keys, errors)
-    if key and "ssh_private_key" in secret_keys and "PRIVATE KEY-----" not in str(key):
-        errors.append(f"ssh_private_key: (secret) is not a PEM/OpenSSH private key; set the whole key file: {example}")
-    return SshHost(host=str(host), user=user, ipv6=ipv6, rdns=rdns)
-
-
-def _openstack_host(get, errors: list[str]) -> OpenStackHost:
-    """The keys of backend openstack: flavor, image, network (IDs and names as the cloud has them)."""
-    values = {}
-    for key, example in (("openstack_flavor", "openstack_flavor: b.2c4gb (openstack flavor list)"),
-                         ("openstack_image", "openstack_image: 'Debian 12' (openstack image list; Debian 12 only)"),
-                         ("openstack_network", "openstack_network: 0f6e...-uuid (openstack network list; "
-                                               "the network the host's port is on)")):
-        value = values[key] = get(key)
-        if not isinstance(value, str) or not value.strip():
-            errors.append(f"{key}: {value!r} is missing; set it, e.g. {example}")
-    network = values["openstack_network"]
-    if isinstance(network, str) and network.strip() and not re.fullmatch(r"[0-9a-f]{8}(-?[0-9a-f]{4}){3}-?[0-9a-f]{12}", network):
-        errors.append(f"openstack_network: {network!r} is not a network ID; set the UUID that "
-                      f"`openstack network list` shows (a port needs the ID, not the name)")
-    pool = get("openstack_floating_ip_pool")
-    if pool is not None and (not isinstance(pool, str) or not pool.strip()):
-        errors.append(f"openstack_floating_ip_pool: {pool!r} is not a network name; set the external "
-                      f"network floating IPs come from (e.g. public) or leave it out")
-    ipv6 = get("openstack_ipv6", True)
-    if not isinstance(ipv6, bool):
-        errors.append(f"openstack_ipv6: {ipv6!r} must be true (the network has an IPv6 subnet) or false")
-    return OpenStackHost(flavor=str(values["openstack_flavor"]), image=str(values["openstack_image"]),
-                         network=str(network), floating_ip_pool=pool, ipv6=ipv6)
-
-
-def _dns(get, backend: str, domain: str, secret_keys: Collection[str], errors: list[str]):
-    """Where the records go: an RFC 2136 server (TSIG) or a Cloudflare zone; and the resolver."""
-    resolver = get("resolver")
-    if not _ip_port(resolver):
-        errors.append(f"resolver: {resolver!r} is not IP:port; set the DNS resolver the server uses "
-                      f"(its unbound forwards to it; the stack asks it for the PTR and DNSBLs), "
-                      f"e.g. resolver: 192.0.2.53:53")
-    dns_backend = get("dns_backend", "rfc2136")
-    if dns_backend not in DNS_BACKENDS:
-        errors.append(f"dns_backend: {dns_backend!r} is not a DNS backend; use one of {', '.join(DNS_BACKENDS)}")
-        return None
-    other = CLOUDFLARE_KEYS if dns_backend == "rfc2136" else RFC2136_KEYS
-    present = [k for k in other if get(k) is not None]
-    if present:
-        errors.append(f"{', '.join(present)}: not used with dns_backend: {dns_backend}; remove them")
-    if dns_backend == "cloudflare":
-        zone_id = get("cloudflare_zone_id")
-        if not isinstance(zone_id, str) or not re.fullmatch(r"[0-9a-f]{32}", zone_id):
-            errors.append(f"cloudflare_zone_id: {zone_id!r} is not a Cloudflare zone ID; copy the 32 hex "
-                          f"digits of 'Zone ID' from the zone's overview page in the Cloudflare dashboard")
-        return CloudflareDns(zone_id=str(zone_id), zone=domain, resolver=str(resolver))
-
-    _secret(get, "dns_tsig_secret", "pulumi config set --secret dns_tsig_secret 'BASE64...'", backend,
-            secret_keys, errors)
-    server = get("dns_server")
-    if not _ip_port(server):
-        errors.append(f"dns_server: {server!r} is not IP:port; set the RFC 2136 server that takes "
-                      f"updates for the zone, e.g. dns_server: 192.0.2.53:53")
-    tsig_name = get("dns_tsig_name")
-    if not isinstance(tsig_name, str) or not tsig_name:
-        errors.append(f"dns_tsig_name: {tsig_name!r} is missing; set the name of the TSIG key the DNS "
-                      f"server allows updates with, e.g. dns_tsig_name: mail-updates")
-    algorithm = get("dns_tsig_algorithm", "hmac-sha256")
-    if algorithm not in TSIG_ALGORITHMS:
-        errors.append(f"dns_tsig_algorithm: {algorithm!r} is not a TSIG algorithm; use one of {', '.join(TSIG_ALGORITHMS)}")
-    zone = get("dns_zone", domain)
-    if domain and (_domain_error("dns_zone", zone) or not (domain == zone or domain.endswith("." + str(zone)))):
-        errors.append(f"dns_zone: {zone!r} does not contain the domain {domain!r}; set the zone the "
-                      f"records go to: the domain itself or a parent of it")
-    return DnsUpdate(server=str(server), tsig_name=str(tsig_name), tsig_algorithm=str(algorithm),
-                     zone=str(zone or domain), resolver=str(resolver))
 
 
 def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) -> StackConfig:
@@ -343,6 +186,11 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
     if not isinstance(allow_listed, bool):
         errors.append(f"allow_listed_ip: {allow_listed!r} must be true or false")
 
+    outbound = get("outbound_per_user_per_hour", 200)
+    if not isinstance(outbound, int) or isinstance(outbound, bool) or outbound < 1:
+        errors.append(f"outbound_per_user_per_hour: {outbound!r} must be a positive whole number of "
+                      f"messages per hour per authenticated user, e.g. 200")
+
     ssh = dns = openstack = None
     if backend == "ssh":
         ssh = _ssh_host(get, secret_keys, errors)
@@ -367,7 +215,7 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         backend=backend, region=region, residency=residency, domain=domain, hostname=hostname,
         users=tuple(users), aliases=dict(aliases), dkim_selector=selector, dmarc_policy=dmarc,
         dmarc_rua=rua, dnsbl_sites=tuple(sites), dnsbl_threshold=threshold, verify=verify,
-        allow_listed_ip=allow_listed,
+        allow_listed_ip=allow_listed, outbound_per_user_per_hour=outbound,
         is_local=(stack == "local" or backend == "local"),
         ssh=ssh, dns=dns, openstack=openstack,
     )

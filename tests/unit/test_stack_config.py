@@ -34,6 +34,7 @@ def test_committed_local_stack_config_is_valid():
     ({"backend": "cloudy"}, "backend: 'cloudy' is not a known backend"),
     ({"users": [{"address": "eve@elsewhere.test"}]}, "users[0].address: 'eve@elsewhere.test' is not an address in domain 'bulletproof.test'"),
     ({"residency": False}, "residency: got the boolean False; YAML reads an unquoted NO as false"),
+    ({"outbound_per_user_per_hour": 0}, "outbound_per_user_per_hour: 0 must be a positive whole number"),
     ({"dmarc_policy": "maybe"}, "dmarc_policy: 'maybe' is not a DMARC policy"),
     ({"users": [{"address": "a@bulletproof.test", "quota_mb": -1}]}, "users[0].quota_mb: -1 must be a positive"),
 ])
