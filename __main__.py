@@ -9,7 +9,6 @@ from components import config, rdns_check
 from components.mail_server import MailServer
 
 
-
 def _records_by_name(records: list) -> dict:
     """[(fqdn, type, values)] -> {fqdn: {type: values}}"""
     out: dict = {}
@@ -39,7 +38,7 @@ def _value(key: str):
 
 
 try:
-    cfg = config.load({k: _value(k) for k in _KEYS if _value(k) is not None}, stack, _SECRETS)
+    cfg = config.load({k: v for k in _KEYS if (v := _value(k)) is not None}, stack, _SECRETS)
 except config.ConfigError as err:
     # One clear line per problem, before any resource is declared.
     for line in err.errors:
