@@ -168,8 +168,7 @@ def test_the_deployed_server_takes_mail_by_submission_and_serves_it_by_imaps(sta
 
 
 def test_second_up_changes_nothing(stack):
-    # (another engineer's agent edit between two runs would show here as a new run id: re-run)
-    stack.run("preview", "--expect-no-changes")
+    stack.run("preview", "--expect-no-changes")  # fails (non-zero) on any proposed change
 
 
 def test_destroy_removes_the_records_and_leaves_the_server_running(stack, server):
