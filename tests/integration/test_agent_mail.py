@@ -19,6 +19,8 @@ import uuid
 import dkim
 import pytest
 
+from tests import terminal
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_agent_deploy as deploy  # noqa: E402
 
@@ -33,11 +35,7 @@ OUTSIDER = "someone@elsewhere.test"
 
 
 def _report(request, line: str) -> None:
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if capture and reporter:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[agent] {line}")
+    terminal.report(request, "agent", line)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from localcloud import __main__ as cli
 from localcloud import aptproxy, container, image, mounts, naming, network, process
+from tests import terminal
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,12 +36,7 @@ write_files:
 
 
 def _report(request, line: str) -> None:
-    """Timings on the terminal, past pytest's output capture."""
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if capture and reporter:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[localcloud] {line}")
+    terminal.report(request, "localcloud", line)
 
 
 @pytest.fixture(scope="module")
