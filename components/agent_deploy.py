@@ -4,7 +4,7 @@ First boot: cloud-init (user-data) already carries the agent and the readable sp
 for the secrets file; we upload it and wait for the agent's report of that run. Later changes,
 and every run on a server that booted without our user-data (backend ssh, boot_run_id ""):
 we copy the agent and the spec over SSH and run it ourselves. Either way the deploy fails with
-the agent's own error.
+the agent's own error. A login user other than root works through `sudo -n` (components/remote).
 """
 from __future__ import annotations
 
@@ -72,12 +72,12 @@ def _wait_first_boot(client, run_id: str, timeout: float) -> dict:
         state = _state(client)
         if state and state.get("run_id") == run_id:
             return _checked(state)
-        done = remote.run(client, "cloud-init status 2>/dev/null || true").stdout
+        done = remote.run(client, "cloud-init status 2>/dev/null || true", as_root=True).stdout
         if "status: done" in done or "status: error" in done:
             state = _state(client)
             if state and state.get("run_id") == run_id:
                 return _checked(state)
-            log = remote.run(client, f"tail -n 20 {FIRSTBOOT_LOG} 2>/dev/null").stdout
+            log = remote.run(client, f"tail -n 20 {FIRSTBOOT_LOG} 2>/dev/null", as_root=True).stdout
             raise AgentRunError(f"first boot ended without a report for run {run_id}:\n{log}")
         time.sleep(3)
     raise AgentRunError(f"no agent report for run {run_id} after {timeout:.0f} s "
@@ -96,15 +96,19 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
                             known_hosts=target.known_hosts)
     wait_boot = f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true"
     try:
-        remote.run(client, f"install -d -m 0700 /etc/bulletproof-mail {PENDING}", check=True)
+        if target.user != "root" and remote.run(client, "sudo -n true").rc != 0:
+            raise AgentRunError(f"ssh_user {target.user!r} on {target.host} has no passwordless sudo "
+                                f"(`sudo -n true` failed) and the agent needs root; give it a sudoers "
+                                f"rule like `{target.user} ALL=(ALL) NOPASSWD:ALL` or use root")
+        remote.run(client, f"install -d -m 0700 /etc/bulletproof-mail {PENDING}", check=True, as_root=True)
         state = _state(client)
         if state and state.get("run_id") == run_id:
             return _checked(state)
         first_boot = bool(boot_run_id) and run_id == boot_run_id and state is None
-        if boot_run_id and remote.run(client, f"test -e {AGENT}").rc == 0:
+        if boot_run_id and remote.run(client, f"test -e {AGENT}", as_root=True).rc == 0:
             # A first-boot run may be going with the agent we sent before: never replace an
             # agent under a running process.
-            remote.run(client, wait_boot, timeout=timeout + 30)
+            remote.run(client, wait_boot, timeout=timeout + 30, as_root=True)
         remote.put(client, AGENT, zipapp, 0o755)
         if not first_boot:
             remote.put(client, SPEC, spec_json.encode(), 0o600)
@@ -112,8 +116,8 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
         if first_boot:
             return _wait_first_boot(client, run_id, timeout)
         if boot_run_id:  # the secrets just started a first-boot run of an older spec: let it end
-            remote.run(client, wait_boot, timeout=timeout + 30)
-        result = remote.run(client, apply_command(run_id), timeout=timeout)
+            remote.run(client, wait_boot, timeout=timeout + 30, as_root=True)
+        result = remote.run(client, apply_command(run_id), timeout=timeout, as_root=True)
         state = _state(client)
         if result.rc != 0 or not state or state.get("run_id") != run_id:
             detail = (describe_error(state["error"]) if state and state.get("error")

@@ -84,7 +84,7 @@ def host_checks(outs: dict, known_hosts: str | None = None) -> list[Check]:
     except remote.RemoteError as exc:
         return [Check("host:ssh", FAIL, str(exc), "is the host up? make up")]
     try:
-        res = remote.run(client, "/usr/local/sbin/bulletproof-agent status --json", timeout=120)
+        res = remote.run(client, "/usr/local/sbin/bulletproof-agent status --json", timeout=120, as_root=True)
     finally:
         client.close()
     try:

@@ -1,8 +1,9 @@
 """SSH to a mail host with paramiko: connect (bounded retries), upload atomically, run.
 
 Used by the dynamic providers that copy the agent and its secrets to the host and run it, and
-by tests. pulumi-command's provider plugin cannot be built here (see README), so this is the
-small piece of it we need.
+by tests. A login user other than root (Debian's cloud images give the key to `debian`) works
+through `sudo -n`: commands run as root, uploads go to a private temp dir and are installed as
+root, so a user without passwordless sudo fails at once instead of waiting for a password.
 """
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ import paramiko
 
 class RemoteError(RuntimeError):
     pass
+
+
+class Client(paramiko.SSHClient):
+    """An SSH client that remembers its login user: put/get/run(as_root) use sudo unless root."""
+    login_user = "root"
+
+
+def _is_root(client: paramiko.SSHClient) -> bool:
+    return getattr(client, "login_user", "root") == "root"
 
 
 @dataclass
@@ -38,7 +48,7 @@ def _key(private_key_pem: str) -> paramiko.PKey:
 
 
 def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
-            timeout: float = 180, known_hosts: str | None = None) -> paramiko.SSHClient:
+            timeout: float = 180, known_hosts: str | None = None) -> Client:
     """Connect, retrying while the host boots; fail after `timeout` seconds with the last error.
 
     Host keys: trust on first use, remembered in `known_hosts` (one file per stack and host,
@@ -48,7 +58,7 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        client = paramiko.SSHClient()
+        client = Client()
         if known_hosts:
             # paramiko's AutoAddPolicy re-reads the file before saving: it must exist.
             os.makedirs(os.path.dirname(known_hosts) or ".", exist_ok=True)
@@ -58,6 +68,7 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
         try:
             client.connect(host, port=port, username=user, pkey=key, timeout=10,
                            allow_agent=False, look_for_keys=False, banner_timeout=20)
+            client.login_user = user
             return client
         except paramiko.BadHostKeyException as exc:
             raise RemoteError(f"{host} presents another host key than before ({known_hosts}): "
@@ -69,18 +80,52 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
     raise RemoteError(f"cannot SSH to {user}@{host}:{port} within {timeout:.0f} s: {last}")
 
 
+# root's PATH: sudo keeps the login user's (no sbin) unless its sudoers sets secure_path
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _as_root(client: paramiko.SSHClient, command: str) -> str:
+    """The command as root: as is when logged in as root, else through `sudo -n`."""
+    if _is_root(client):
+        return command
+    return f"sudo -n env PATH={ROOT_PATH} sh -c {shlex.quote(command)}"
+
+
 def put(client: paramiko.SSHClient, path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` atomically (temp file + rename), with `mode` set before rename."""
-    run(client, f"mkdir -p {shlex.quote(posixpath.dirname(path))}", check=True)
+    """Write `data` to `path` as root, atomically (temp file + rename), `mode` set before rename."""
     tmp = f"{path}.tmp-upload"
-    with client.open_sftp() as sftp:
-        with sftp.open(tmp, "wb") as fh:
-            fh.chmod(mode)
-            fh.write(data)
-        sftp.posix_rename(tmp, path)
+    if _is_root(client):
+        run(client, f"mkdir -p {shlex.quote(posixpath.dirname(path))}", check=True)
+        with client.open_sftp() as sftp:
+            with sftp.open(tmp, "wb") as fh:
+                fh.chmod(mode)
+                fh.write(data)
+            sftp.posix_rename(tmp, path)
+        return
+    # Not root: into a 0700 dir of the login user first, then installed (owner root) by sudo.
+    staging = run(client, "mktemp -d", check=True).stdout.strip()
+    try:
+        with client.open_sftp() as sftp:
+            with sftp.open(f"{staging}/upload", "wb") as fh:
+                fh.chmod(0o600)
+                fh.write(data)
+        q = shlex.quote
+        run(client, f"install -D -o root -g root -m {mode:o} {q(staging)}/upload {q(tmp)} && "
+                    f"mv -f {q(tmp)} {q(path)}", check=True, as_root=True)
+    finally:
+        run(client, f"rm -rf {shlex.quote(staging)}")
 
 
 def get(client: paramiko.SSHClient, path: str) -> bytes | None:
+    """The file's bytes (read as root), or None when it does not exist."""
+    if not _is_root(client):
+        q = shlex.quote(path)
+        res = _run_bytes(client, _as_root(client, f"test -e {q} || exit 3; cat {q}"), 120)
+        if res[0] == 3:
+            return None
+        if res[0] != 0:
+            raise RemoteError(f"cannot read {path} as root: {res[2].decode(errors='replace').strip()}")
+        return res[1]
     with client.open_sftp() as sftp:
         try:
             with sftp.open(path, "rb") as fh:
@@ -89,7 +134,17 @@ def get(client: paramiko.SSHClient, path: str) -> bytes | None:
             return None
 
 
-def run(client: paramiko.SSHClient, command: str, timeout: float = 900, check: bool = False) -> Result:
+def _run_bytes(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, bytes, bytes]:
+    _, stdout, stderr = client.exec_command(command, timeout=timeout)
+    out, err = stdout.read(), stderr.read()
+    return stdout.channel.recv_exit_status(), out, err
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float = 900, check: bool = False,
+        as_root: bool = False) -> Result:
+    """Run `command` (as root through sudo -n when `as_root` and the login user is not root)."""
+    if as_root:
+        command = _as_root(client, command)
     _, stdout, stderr = client.exec_command(command, timeout=timeout)
     out = stdout.read().decode(errors="replace")
     err = stderr.read().decode(errors="replace")

@@ -42,7 +42,8 @@ def run_suite(host: str, private_key_pem: str, expect: dict, known_hosts: str,
         env = {**os.environ, "BPM_INFRA_EXPECT": str(tmpdir / "expect.json")}
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", str(ROOT / "tests" / "infra"), "-q", "-p", "no:cacheprovider",
-             f"--hosts=ssh://{host}", f"--ssh-config={ssh_config}", f"--junitxml={junit}"],
+             f"--hosts=ssh://{host}", f"--ssh-config={ssh_config}", f"--junitxml={junit}",
+             *(["--sudo"] if user != "root" else [])],  # checks read root-only files
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         if not junit.exists():
             raise VerificationError(f"the infra suite did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")

@@ -66,10 +66,33 @@ def server():
         container.start(names, "mail", bridge=bridge.name, ipv4=str(bridge.address(HOST_INDEX)),
                         nameserver=gw, apt_proxy_url=proxy.url, authorized_keys=[public], hostname=FQDN)
         container.wait_ssh(ip, timeout=120)
+        _make_it_like_a_cloud_image(ip, pem, public)
         yield Server(names, ip, gw, pem, dns.read_tsig(state),
                      dns.reverse_zone_v4(str(bridge.ipv4.network)))
     finally:
         localcloud_cli.stop_all(names)  # container, proxy, named (by their PID files), bridge
+
+
+def _make_it_like_a_cloud_image(ip: str, pem: str, public_key: str) -> None:
+    """As Debian's cloud images are: the key belongs to `debian`, who has passwordless sudo, and
+    root may not log in. The stack must get root rights through `sudo -n`."""
+    from components import remote
+    client = remote.connect(ip, pem, timeout=60)
+    try:
+        # confnew: cloud-init already wrote an /etc/sudoers (just its includedir); take the package's
+        remote.run(client, "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install "
+                           "-y -q -o Dpkg::Options::=--force-confnew sudo </dev/null", timeout=600, check=True)
+        for user in ("debian", "nosudo"):  # nosudo: the same key, no sudo rule
+            # the image's cloud-init may have made `debian` already (its default user)
+            remote.run(client, f"(id -u {user} || useradd -m -s /bin/bash {user}) && "
+                               f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh", check=True)
+            remote.put(client, f"/home/{user}/.ssh/authorized_keys", (public_key + "\n").encode(), 0o600)
+            remote.run(client, f"chown {user}:{user} /home/{user}/.ssh/authorized_keys", check=True)
+        remote.put(client, "/etc/sudoers.d/90-cloud-init-users", b"debian ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+        remote.put(client, "/etc/ssh/sshd_config.d/50-no-root.conf", b"PermitRootLogin no\n", 0o644)
+        remote.run(client, "visudo -c && systemctl reload ssh", check=True)
+    finally:
+        client.close()
 
 
 def _ssh_config(srv: Server, **changes) -> dict:
@@ -78,7 +101,7 @@ def _ssh_config(srv: Server, **changes) -> dict:
         "users": [{"address": f"alice@{DOMAIN}", "quota_mb": 256}, {"address": f"bob@{DOMAIN}", "quota_mb": 256}],
         "dkim_selector": "s1", "dmarc_policy": "quarantine",
         "dnsbl_sites": [{"site": "dnsbl.test", "weight": 3}], "dnsbl_threshold": 3, "verify": True,
-        "ssh_host": srv.ip, "dns_server": f"{srv.gateway}:53", "dns_tsig_name": srv.tsig.name,
+        "ssh_host": srv.ip, "ssh_user": "debian", "dns_server": f"{srv.gateway}:53", "dns_tsig_name": srv.tsig.name,
         "dns_tsig_algorithm": srv.tsig.algorithm, "resolver": f"{srv.gateway}:53", **changes}.items()}
     return cfg
 
@@ -111,6 +134,18 @@ def test_secrets_are_stored_encrypted_in_the_stack_config(stack, server):
     assert "secure:" in text and server.tsig.secret not in text and "PRIVATE KEY" not in text
 
 
+def test_a_user_without_passwordless_sudo_is_refused_before_anything_is_copied(server):
+    from components import agent_deploy, remote
+    target = agent_deploy.Target(server.ip, server.private_key, user="nosudo")
+    with pytest.raises(agent_deploy.AgentRunError, match="'nosudo' .* has no passwordless sudo"):
+        agent_deploy.deploy(target, "{}", "{}", b"", "run-x", "", timeout=60)
+    client = remote.connect(server.ip, server.private_key, user="debian", timeout=30)
+    try:
+        assert remote.run(client, "test -e /etc/bulletproof-mail", as_root=True).rc == 1
+    finally:
+        client.close()
+
+
 def test_a_wrong_ptr_fails_preview_with_the_exact_record_to_ask_for(stack, server):
     server.set_ptr("vps-10.provider.elsewhere.test.")
     failed = stack.run("preview", check=False)
@@ -137,12 +172,27 @@ def test_up_installs_the_agent_over_ssh_and_verification_passes(stack, server):
     stack.timed("first up", "up", "--yes", "--skip-preview", timeout=2400)
     outs = stack.outputs()
     assert outs["verification"]["failed"] == 0 and outs["verification"]["passed"] > 0
-    assert outs["host_ipv4"] == server.ip and outs["ssh_target"] == f"root@{server.ip}"
+    assert outs["host_ipv4"] == server.ip and outs["ssh_target"] == f"debian@{server.ip}"
     assert outs["dns_records"][f"{FQDN}."]["A"] == [server.ip]
     assert "ssh_private_key" not in outs  # the user's own key is not echoed back
     # The stack wrote no PTR: the provider's record is untouched.
     reverse = dns_record.read(server.gateway, 53, server.reverse_zone, server.ip.rsplit(".", 1)[1], "PTR")[0]
     assert reverse == [f"{FQDN}."]
+
+
+def test_root_cannot_log_in_so_the_deploy_went_through_sudo(stack, server):
+    from components import remote
+    with pytest.raises(remote.RemoteError, match="cannot SSH to root@"):
+        remote.connect(server.ip, server.private_key, user="root", timeout=5)
+    client = remote.connect(server.ip, server.private_key, user="debian", timeout=30)
+    try:
+        owner = remote.run(client, "stat -c '%U %a' /etc/bulletproof-mail/secrets.json", as_root=True)
+        assert owner.stdout.split() == ["root", "600"], owner
+        assert remote.run(client, "cat /etc/bulletproof-mail/secrets.json").rc != 0  # not as debian
+        left = remote.run(client, "find /tmp -mindepth 1 -maxdepth 1 -user debian").stdout
+        assert left == "", f"upload staging left behind: {left}"
+    finally:
+        client.close()
 
 
 def test_the_deployed_server_takes_mail_by_submission_and_serves_it_by_imaps(stack, server):
