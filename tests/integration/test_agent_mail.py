@@ -285,6 +285,40 @@ def test_status_reports_services_active(host):
     assert st["last_run"]["run_id"] == "itest-restore"
 
 
+# Holds unbound's port so its restart fails (bounded: it exits by itself after 300 s).
+_BLOCK_PORT_53 = ("import socket, time\n"
+                  "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 53))\n"
+                  "t = socket.socket(); t.bind(('127.0.0.1', 53)); t.listen()\n"
+                  "time.sleep(300)\n")
+
+
+def test_a_service_that_fails_to_start_rolls_back_to_the_last_good_files(host):
+    """Valid config, but the daemon cannot start (its port is taken): the run fails naming the
+    service, the old files are back, and once the port is free the last good state runs again."""
+    conf = "/etc/unbound/unbound.conf.d/bulletproof.conf"
+    before = host.run(f"sha256sum {conf}")[1]
+    changed = json.loads(json.dumps(host.spec))
+    changed["resolver"]["forwarders"] = [*changed["resolver"]["forwarders"], "127.0.0.2@53"]
+    host.run("systemctl stop unbound")
+    rc, out, _ = host.run(f"nohup python3 -c \"{_BLOCK_PORT_53}\" >/dev/null 2>&1 & echo $!")
+    blocker = out.strip()
+    assert rc == 0 and blocker.isdigit()
+    try:
+        rc, report, _, _ = host.apply(changed, run_id="itest-service-fails")
+        assert rc == 1 and report["status"] == "failed"
+        assert report["error"]["step"] == "services" and "unbound" in report["error"]["message"], report["error"]
+        assert host.run(f"sha256sum {conf}")[1] == before  # rolled back
+    finally:
+        host.run(f"kill {blocker}")
+    assert host.run("systemctl restart unbound")[0] == 0
+    subject = f"after failed start {uuid.uuid4().hex[:8]}"
+    with smtp(host) as s:
+        s.sendmail(OUTSIDER, [first_user(host)], message(OUTSIDER, first_user(host), subject))
+    assert imap_fetch(host, first_user(host), subject) is not None
+    rc, report, _, _ = host.apply(host.spec, run_id="itest-recovered")
+    assert rc == 0 and report["changed"] is False  # the files on the host are the good ones
+
+
 def test_infra_suite_passes_against_the_host(host, tmp_path):
     """tests/infra is the read-only check for any deployed host; run it here as it would
     run against production."""
