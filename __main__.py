@@ -1,6 +1,7 @@
 """bulletproof-mail: load the validated stack config, build one MailServer, export outputs."""
 import json
 import pathlib
+import shutil
 import sys
 
 import pulumi
@@ -54,6 +55,13 @@ if cfg.backend == "ssh":
         for line in err.problems:
             pulumi.log.error(line)
         sys.exit(32)
+
+if cfg.backend == "azure" and not shutil.which("az"):
+    # Azure takes a PTR only once the name resolves: the stack sets it with the Azure CLI after
+    # the records exist, so a missing CLI would fail halfway through the first `up`.
+    pulumi.log.error("backend: 'azure' sets reverse DNS with the Azure CLI, and `az` is not on PATH; "
+                     "install it and sign in (`az login`, or a service principal's ARM_* variables)")
+    sys.exit(32)
 
 mail = MailServer("mail", cfg, stack, str(pathlib.Path(__file__).resolve().parent),
                   secrets={k: _cfg.require_secret(k) for k in config.SECRET_KEYS if k in _SECRETS})

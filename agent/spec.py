@@ -30,7 +30,8 @@ Two files on the host, merged at load (``merge(public, secrets)``):
                       "client_auth_rate": 10, "client_connection_count": 20,
                       "outbound_per_user_per_hour": 200},
       "limits": {"message_size_limit": 26214400, "queue_minfree": 104857600},
-      "features": {"https": false, "spf_policy": true, "ssh_port": 22}
+      "features": {"https": false, "spf_policy": true, "ssh_port": 22,
+                   "public_ip_nat": false}              # true: ipv4/ipv6 are NATed (Azure)
     }
 
 ``/etc/bulletproof-mail/secrets.json`` (0600, sent separately over SSH)::
@@ -144,6 +145,9 @@ class Features:
     https: bool = False
     spf_policy: bool = True
     ssh_port: int = 22
+    # The cloud translates the public addresses (Azure): they are not on the host's interfaces,
+    # so Postfix must not bind to them; the checks (FCrDNS, SPF, DNSBL) still use them.
+    public_ip_nat: bool = False
 
 
 @dataclass(frozen=True)

@@ -268,10 +268,11 @@ class Checker:
 
     def features(self) -> S.Features:
         d = self.section("features")
-        self.no_unknown(d, {"https", "spf_policy", "ssh_port"}, "features")
+        self.no_unknown(d, {"https", "spf_policy", "ssh_port", "public_ip_nat"}, "features")
         port = self.positive(d, "ssh_port", "features.ssh_port", 22)
         if isinstance(port, int) and port > 65535:
             self.err("features.ssh_port", f"not a TCP port: {port}")
         return S.Features(https=self.get(d, "https", "features.https", bool, False),
                           spf_policy=self.get(d, "spf_policy", "features.spf_policy", bool, True),
-                          ssh_port=port)
+                          ssh_port=port,
+                          public_ip_nat=self.get(d, "public_ip_nat", "features.public_ip_nat", bool, False))

@@ -17,8 +17,11 @@ _PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE K
 
 
 def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[str],
-                stub_zones: list[dict] | None = None) -> dict:
-    """The readable spec; raises agent SpecError (every problem listed) if the agent would refuse it."""
+                stub_zones: list[dict] | None = None, public_ip_nat: bool = False) -> dict:
+    """The readable spec; raises agent SpecError (every problem listed) if the agent would refuse it.
+
+    `public_ip_nat`: the cloud translates ipv4/ipv6 to the host's private addresses (Azure).
+    """
     aliases: dict[str, list[str]] = {k: [v] if isinstance(v, str) else list(v) for k, v in cfg.aliases.items()}
     first = cfg.users[0].address
     for role in ("postmaster", "abuse"):  # RFC 2142
@@ -47,6 +50,8 @@ def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[
             "insecure_domains": ["test"] if cfg.is_local or cfg.domain.endswith(".test") else [],
         },
     }
+    if public_ip_nat:  # only then: the other backends' specs (and run ids) stay as they were
+        spec["features"] = {"public_ip_nat": True}
     validate(spec)
     return spec
 

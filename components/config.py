@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
 
 from components.config_backends import (  # noqa: F401 (re-exported)
-    BACKEND_KEYS, CLOUDFLARE_KEYS, DNS_BACKENDS, OPENSTACK_KEYS, RDNS_MODES, RFC2136_KEYS,
-    SECRET_KEYS, SSH_KEYS, SSH_ONLY_KEYS, TSIG_ALGORITHMS, CloudflareDns, DnsUpdate,
-    OpenStackHost, SshHost, _dns, _openstack_host, _ssh_host)
+    AZURE_KEYS, BACKEND_KEYS, CLOUDFLARE_KEYS, DNS_BACKENDS, OPENSTACK_KEYS, RDNS_MODES,
+    RFC2136_KEYS, SECRET_KEYS, SSH_KEYS, SSH_ONLY_KEYS, TSIG_ALGORITHMS, AzureHost, CloudflareDns,
+    DnsUpdate, OpenStackHost, SshHost, _azure_host, _dns, _openstack_host, _ssh_host)
 
 # Regions a host may stand in when `residency` is "NO" (Norwegian soil), per backend.
 NORWEGIAN_REGIONS = {
@@ -22,7 +22,8 @@ NORWEGIAN_REGIONS = {
     "osl1": "OpenStack region in Oslo",
     "oslo": "an existing server in Oslo",
 }
-BACKENDS = ("local", "ssh", "openstack")
+BACKENDS = ("local", "ssh", "openstack", "azure")
+CLOUD_BACKENDS = ("ssh", "openstack", "azure")  # bring their own DNS and resolver
 DMARC_POLICIES = ("none", "quarantine", "reject")
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -72,6 +73,7 @@ class StackConfig:
     ssh: SshHost | None = None
     dns: DnsUpdate | CloudflareDns | None = None
     openstack: OpenStackHost | None = None
+    azure: AzureHost | None = None
 
     @property
     def fqdn(self) -> str:
@@ -191,22 +193,24 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         errors.append(f"outbound_per_user_per_hour: {outbound!r} must be a positive whole number of "
                       f"messages per hour per authenticated user, e.g. 200")
 
-    ssh = dns = openstack = None
+    ssh = dns = openstack = azure = None
     if backend == "ssh":
         ssh = _ssh_host(get, secret_keys, errors)
     elif backend == "openstack":
         openstack = _openstack_host(get, errors)
-    for keys, owner in ((SSH_KEYS, "ssh"), (OPENSTACK_KEYS, "openstack")):
+    elif backend == "azure":
+        azure = _azure_host(get, region, stack, errors)
+    for keys, owner in ((SSH_KEYS, "ssh"), (OPENSTACK_KEYS, "openstack"), (AZURE_KEYS, "azure")):
         present = [k for k in keys if get(k) is not None]
         if present and backend != owner:
             errors.append(f"{', '.join(present)}: only used with backend: {owner} (backend is {backend!r}); "
                           f"remove them or set backend: {owner}")
-    if backend in ("ssh", "openstack"):
+    if backend in CLOUD_BACKENDS:
         dns = _dns(get, backend, domain, secret_keys, errors)
     else:
         present = [k for k in (*RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS) if get(k) is not None]
         if present:
-            errors.append(f"{', '.join(present)}: only used with backend: ssh or openstack (backend is "
+            errors.append(f"{', '.join(present)}: only used with backend: {', '.join(CLOUD_BACKENDS)} (backend is "
                           f"{backend!r}; local runs its own DNS server); remove them")
 
     if errors:
@@ -217,5 +221,5 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         dmarc_rua=rua, dnsbl_sites=tuple(sites), dnsbl_threshold=threshold, verify=verify,
         allow_listed_ip=allow_listed, outbound_per_user_per_hour=outbound,
         is_local=(stack == "local" or backend == "local"),
-        ssh=ssh, dns=dns, openstack=openstack,
+        ssh=ssh, dns=dns, openstack=openstack, azure=azure,
     )

@@ -1,5 +1,5 @@
-"""Config of the backends other than `local`: an existing server over SSH, OpenStack, and
-where their DNS records go (RFC 2136 or Cloudflare). Same rules as components/config.py: every
+"""Config of the backends other than `local`: an existing server over SSH, OpenStack, Azure,
+and where their DNS records go (RFC 2136 or Cloudflare). Same rules as components/config.py: every
 problem one line naming the key, the value and the fix; secrets only as Pulumi secrets.
 """
 from __future__ import annotations
@@ -19,9 +19,11 @@ RFC2136_KEYS = ("dns_server", "dns_tsig_name", "dns_tsig_algorithm", "dns_tsig_s
 CLOUDFLARE_KEYS = ("cloudflare_zone_id",)
 OPENSTACK_KEYS = ("openstack_flavor", "openstack_image", "openstack_network", "openstack_floating_ip_pool",
                   "openstack_ipv6")
+AZURE_KEYS = ("azure_vm_size", "azure_image", "azure_resource_group", "azure_ipv6")
 SSH_ONLY_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver")  # the keys of backend ssh (rfc2136 DNS)
 # Every key a backend other than local reads (the program passes these on to load()).
-BACKEND_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS, *OPENSTACK_KEYS)
+BACKEND_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS, *OPENSTACK_KEYS,
+                *AZURE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,14 @@ class OpenStackHost:
     floating_ip_pool: str | None = None  # external network of a floating IPv4 (else the port's own)
     ipv6: bool = True                  # the network has an IPv6 subnet: AAAA + Postfix's IPv6
 
+
+@dataclass(frozen=True)
+class AzureHost:
+    """backend azure: credentials come from the provider's own ARM_* variables or `az login`."""
+    vm_size: str
+    image: tuple[str, str, str, str]   # publisher, offer, sku, version (an image URN)
+    resource_group: str
+    ipv6: bool = True                  # dual-stack network, public IPv6: AAAA + PTR
 
 
 def _ip_port(value: Any) -> bool:
@@ -132,6 +142,31 @@ def _openstack_host(get, errors: list[str]) -> OpenStackHost:
         errors.append(f"openstack_ipv6: {ipv6!r} must be true (the network has an IPv6 subnet) or false")
     return OpenStackHost(flavor=str(values["openstack_flavor"]), image=str(values["openstack_image"]),
                          network=str(network), floating_ip_pool=pool, ipv6=ipv6)
+
+
+def _azure_host(get, region: Any, stack: str, errors: list[str]) -> AzureHost:
+    """The keys of backend azure: VM size, Debian 12 image URN, resource group, IPv6."""
+    if isinstance(region, str) and not re.fullmatch(r"[a-z][a-z0-9]{2,30}", region):
+        errors.append(f"region: {region!r} is not an Azure location name; use its short name, "
+                      f"e.g. norwayeast (az account list-locations -o table)")
+    size = get("azure_vm_size", "Standard_B2s")
+    if not isinstance(size, str) or not re.fullmatch(r"[A-Za-z0-9_]+", size):
+        errors.append(f"azure_vm_size: {size!r} is not a VM size; e.g. azure_vm_size: Standard_B2s "
+                      f"(az vm list-sizes -l norwayeast)")
+    image = get("azure_image", "Debian:debian-12:12-gen2:latest")
+    parts = tuple(str(image).split(":"))
+    if not isinstance(image, str) or len(parts) != 4 or not all(parts) or "debian-12" not in parts[1]:
+        errors.append(f"azure_image: {image!r} is not a Debian 12 image URN; use publisher:offer:sku:version, "
+                      f"e.g. Debian:debian-12:12-gen2:latest (the agent runs on Debian 12 only)")
+        parts = ("", "", "", "")
+    group = get("azure_resource_group", f"bulletproof-mail-{stack}")
+    if not isinstance(group, str) or not re.fullmatch(r"[-\w.()]{1,89}[-\w()]", group):
+        errors.append(f"azure_resource_group: {group!r} is not a resource group name; use letters, "
+                      f"digits, '-', '_', '.', '(' or ')', e.g. bulletproof-mail-prod")
+    ipv6 = get("azure_ipv6", True)
+    if not isinstance(ipv6, bool):
+        errors.append(f"azure_ipv6: {ipv6!r} must be true (dual-stack, with a public IPv6) or false")
+    return AzureHost(vm_size=str(size), image=parts, resource_group=str(group), ipv6=ipv6)  # type: ignore[arg-type]
 
 
 def _dns(get, backend: str, domain: str, secret_keys: Collection[str], errors: list[str]):

@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 import pulumi
 
@@ -59,6 +60,8 @@ class HostAccess:
     after: list                     # what DNS records and the agent wait for
     reverse_dns: bool               # the stack writes the PTRs (else the provider sets them)
     ssh_key_resource: KeyPair | None = None
+    # Given the mail records, declares what must follow them before the agent runs (Azure's PTRs)
+    after_records: Callable[[list], list] | None = None
 
 
 class MailServer(pulumi.ComponentResource):
@@ -87,6 +90,9 @@ class MailServer(pulumi.ComponentResource):
         elif cfg.backend == "openstack":
             from components.cloud_openstack import openstack_host
             host = openstack_host(name, cfg, zipapp, dns_target(cfg, secrets or {}), self)
+        elif cfg.backend == "azure":
+            from components.cloud_azure import azure_host
+            host = azure_host(name, cfg, zipapp, dns_target(cfg, secrets or {}), self)
         else:
             host = self._local_host(name, cfg, stack, checkout, known_hosts, zipapp)
 
@@ -101,11 +107,12 @@ class MailServer(pulumi.ComponentResource):
                            cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua,
                            after=[reputation, *host.after], zone=host.dns_zone, opts=child)
         records = rdns_records + list(mail_dns.records.values())
+        ptrs = host.after_records(records) if host.after_records else []
 
         boot = Bootstrap(f"{name}-bootstrap", BootstrapArgs(
             host=host.ipv4, host_id=host.host_id, boot_run_id=host.boot_run_id,
             ssh_private_key=host.ssh_private_key, known_hosts=known_hosts,
-            spec_json=host.spec_json, secrets_json=secrets_json, after=records,
+            spec_json=host.spec_json, secrets_json=secrets_json, after=records + ptrs,
             user=host.ssh_user), opts=child)
 
         self.verification = None

@@ -76,7 +76,8 @@ def _known(props: Mapping, key: str) -> Any:
 # --- residency ------------------------------------------------------------------------------
 
 def host_region(rtype: str, props: Mapping) -> str | None:
-    """Where a host or IP resource stands: our hosts carry `region`; UpCloud a `zone`; OpenStack `region`."""
+    """Where a host or IP resource stands: our hosts and OpenStack's carry `region`, Azure's a
+    `location`, UpCloud's a `zone`."""
     if rtype == DYNAMIC or rtype.startswith("openstack:") or rtype.startswith("azure-native:"):
         return _known(props, "region") or _known(props, "location")
     if rtype.startswith("upcloud:"):
@@ -111,9 +112,23 @@ def _port_ranges(rtype: str, props: Mapping) -> Iterable[tuple[int, int, str]]:
             first = int(_known(props, "portRangeMin") or 0)
             last = int(_known(props, "portRangeMax") or 65535)
             yield first, last, f"{_known(props, 'protocol') or 'any'} {first}-{last}"
+    elif rtype == "azure-native:network:NetworkSecurityGroup":
+        for rule in _known(props, "securityRules") or []:
+            yield from _azure_rule(rule)
+    elif rtype == "azure-native:network:SecurityRule":
+        yield from _azure_rule(props)
     elif rtype == DYNAMIC and _known(props, "firewall_ports") is not None:
         for port in _known(props, "firewall_ports"):
             yield int(port), int(port), f"tcp {port}"
+
+
+def _azure_rule(rule: Mapping) -> Iterable[tuple[int, int, str]]:
+    """An NSG rule's inbound Allow port ranges ("25", "1000-2000", "*")."""
+    if _known(rule, "direction") != "Inbound" or _known(rule, "access") != "Allow":
+        return
+    for ports in _known(rule, "destinationPortRanges") or [_known(rule, "destinationPortRange") or "*"]:
+        first, _, last = ("0-65535" if ports == "*" else str(ports)).partition("-")
+        yield int(first), int(last or first), f"{_known(rule, 'protocol') or '*'} {ports}"
 
 
 def firewall_violation(rtype: str, name: str, props: Mapping, https: bool = False) -> str | None:

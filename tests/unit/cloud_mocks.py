@@ -13,6 +13,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STACK = "prod-oslo"
 IPV4, IPV6, FLOATING_IPV4 = "192.0.2.10", "2001:db8::10", "198.51.100.7"
+AZURE_IPV4, AZURE_IPV6 = "203.0.113.25", "2001:db8:4a::25"
 MOCK_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-ssh-private\n-----END OPENSSH PRIVATE KEY-----\n"
 MOCK_DKIM_KEY = "-----BEGIN PRIVATE KEY-----\nmock-dkim-private\n-----END PRIVATE KEY-----\n"
 # A 2048-bit key's base64 is 392 characters: its DKIM TXT record needs two 255-byte strings.
@@ -29,6 +30,12 @@ def openstack_raw(**changes) -> dict:
     return {**local_raw(), "backend": "openstack", "region": "osl1", "dmarc_policy": "reject",
             "openstack_flavor": "b.2c4gb", "openstack_image": "Debian 12",
             "openstack_network": "0f6e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
+            "dns_backend": "cloudflare", "cloudflare_zone_id": ZONE_ID, "resolver": "192.0.2.53:53",
+            **changes}
+
+
+def azure_raw(**changes) -> dict:
+    return {**local_raw(), "backend": "azure", "region": "norwayeast", "dmarc_policy": "reject",
             "dns_backend": "cloudflare", "cloudflare_zone_id": ZONE_ID, "resolver": "192.0.2.53:53",
             **changes}
 
@@ -52,6 +59,10 @@ class Mocks(pulumi.runtime.Mocks):
             outs["allFixedIps"] = [IPV4, IPV6]
         elif args.typ == "openstack:networking/floatingIp:FloatingIp":
             outs["address"] = FLOATING_IPV4
+        elif args.typ == "azure-native:network:PublicIPAddress":
+            outs["ipAddress"] = AZURE_IPV6 if inputs["publicIPAddressVersion"] == "IPv6" else AZURE_IPV4
+        elif args.typ == "azure-native:resources:ResourceGroup":
+            outs["name"] = inputs["resourceGroupName"]
         return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -79,3 +90,12 @@ def run(cfg) -> tuple[Mocks, dict]:
 
 def of_type(mocks: Mocks, typ: str) -> list[tuple[str, dict]]:
     return [(name, inputs) for t, name, inputs in mocks.resources if t == typ]
+
+
+def spec_in(document: str) -> str:
+    """The spec file's content as written into a cloud-config document."""
+    import json
+    from components import agent_deploy
+    config_doc = json.loads(document.split("\n", 1)[1])
+    (spec_file,) = [f for f in config_doc["write_files"] if f["path"] == agent_deploy.SPEC]
+    return spec_file["content"]

@@ -107,6 +107,16 @@ def test_ipv6_spec_enables_both_protocols(tmp_path):
     _, stage = staged(tmp_path, ipv6="fd00::2")
     assert postconf(stage, "inet_protocols") == "all"
     assert validate.validate(stage, only={"postfix", "dovecot", "unbound"}) == []
+    assert postconf(stage, "smtp_bind_address6") == "fd00::2"  # the source the PTR is for
+
+
+def test_natted_public_ipv6_is_not_bound(tmp_path):
+    """On Azure the public IPv6 is translated, not on the host: binding it would fail every send."""
+    data = copy.deepcopy(_data())
+    data["features"]["public_ip_nat"] = True
+    _, stage = staged(tmp_path, data, ipv6="2001:db8::10")
+    assert postconf(stage, "inet_protocols") == "all"
+    assert postconf(stage, "smtp_bind_address6") == ""
 
 
 def test_dovecot_serves_imaps_only(tmp_path):

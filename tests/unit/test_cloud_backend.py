@@ -76,7 +76,7 @@ def test_user_data_is_the_local_backends_document_byte_for_byte(deployed, server
 
 
 def test_user_data_spec_already_holds_the_hosts_addresses(server_user_data):
-    spec = json.loads(_spec_json_in(server_user_data))
+    spec = json.loads(cm.spec_in(server_user_data))
     assert (spec["ipv4"], spec["ipv6"]) == (cm.IPV4, cm.IPV6)
 
 
@@ -115,10 +115,3 @@ def test_bad_openstack_config_is_refused_with_one_line(changes, expected):
         config.load(raw, cm.STACK)
     assert len(err.value.errors) == 1 and err.value.errors[0].startswith(expected), err.value.errors
 
-
-def _spec_json_in(document: str) -> str:
-    """The spec file's content as written into the cloud-config document."""
-    from components import agent_deploy
-    config_doc = json.loads(document.split("\n", 1)[1])
-    (spec_file,) = [f for f in config_doc["write_files"] if f["path"] == agent_deploy.SPEC]
-    return spec_file["content"]
