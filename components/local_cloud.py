@@ -66,7 +66,8 @@ class _ServiceProvider(ResourceProvider):
         if props["kind"] == "proxy":
             outs["url"] = aptproxy.start(names, gateway).url
         elif props["kind"] == "sink":
-            sink.start(state, str(gateway.ip), 25)
+            gateway6 = props.get("gateway6")  # IPv6 too: outbound mail over IPv6 is tested
+            sink.start(state, str(gateway.ip), 25, str(ipaddress.ip_interface(gateway6).ip) if gateway6 else None)
             outs["url"] = f"smtp://{gateway.ip}:25"
         else:
             z = props["zones"]
@@ -87,7 +88,7 @@ class _ServiceProvider(ResourceProvider):
         return ReadResult(id_ if running else "", props)
 
     def diff(self, _id, olds, news):
-        return _replace_on(olds, news, ("stack", "checkout", "kind", "gateway", "zones"))
+        return _replace_on(olds, news, ("stack", "checkout", "kind", "gateway", "gateway6", "zones"))
 
     def delete(self, _id, props):
         from localcloud import aptproxy, dns, sink
@@ -106,11 +107,13 @@ class HostService(Resource):
     tsig_secret: pulumi.Output[str]
 
     def __init__(self, name: str, kind: str, stack: str, checkout: str, gateway: pulumi.Input[str],
-                 zones: pulumi.Input[dict] | None = None, opts=None):
+                 zones: pulumi.Input[dict] | None = None, opts=None,
+                 gateway6: pulumi.Input[str] | None = None):
         opts = pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["tsig_secret"]))
         super().__init__(_ServiceProvider(), name, {
             "kind": kind, "stack": stack, "checkout": checkout, "gateway": gateway, "zones": zones,
+            **({"gateway6": gateway6} if gateway6 is not None else {}),
             "url": None, "tsig_name": None, "tsig_algorithm": None, "tsig_secret": None}, opts)
 
 

@@ -146,7 +146,7 @@ class MailServer(pulumi.ComponentResource):
         ip = PublicIp(f"{name}-ip", bridge.gateway, bridge.gateway6, opts=child)
         net = lambda gw: str(ipaddress.ip_interface(gw).network)  # noqa: E731
         svc = dict(stack=stack, checkout=checkout, gateway=bridge.gateway, opts=child)
-        sink = HostService(f"{name}-sink", "sink", **svc)
+        sink = HostService(f"{name}-sink", "sink", **svc, gateway6=bridge.gateway6)
         dns_server = HostService(f"{name}-dns", "dns", zones=pulumi.Output.all(
             bridge.gateway, bridge.gateway6).apply(lambda g: {
                 "domain": cfg.domain, "subnet": net(g[0]), "subnet6": net(g[1])}),

@@ -1,8 +1,8 @@
 """A small SMTP sink for `elsewhere.test`: accepts any mail and keeps every message as a file.
 
 It stands in for the rest of the internet in outbound-delivery, DKIM and bounce tests. start()
-runs it detached (`python localcloud/sink.py --listen IP:PORT --dir DIR`; `python -m
-localcloud.sink` works too) and stop() ends it by PID. The server half is stdlib only; the
+runs it detached (`python localcloud/sink.py --listen IP:PORT [--listen [IPV6]:PORT] --dir DIR`;
+`python -m localcloud.sink` works too) and stop() ends it by PID. The server half is stdlib only; the
 SMTP dialogue (`_serve`) is apart from what happens to a message (`store_message`), so an
 aiosmtpd handler could replace the former and keep the latter.
 """
@@ -33,6 +33,7 @@ class SinkMessage(NamedTuple):
     mail_from: str  # "" for a bounce (null sender)
     rcpt_tos: list[str]
     raw: bytes
+    peer: str = ""  # the client's address (IPv4 or IPv6), without the port
 
 
 def store_message(directory: Path, mail_from: str, rcpt_tos: list[str], data: bytes,
@@ -48,7 +49,7 @@ def store_message(directory: Path, mail_from: str, rcpt_tos: list[str], data: by
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, directory: Path) -> None:
-    peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+    peer = "%s" % writer.get_extra_info("peername")[0]
 
     async def reply(line: str) -> None:
         writer.write(line.encode() + b"\r\n")
@@ -121,14 +122,16 @@ def _address(arg: str) -> str:
     return arg.split(" ", 1)[0]
 
 
-async def _main(ip: str, port: int, directory: Path) -> None:
+async def _main(listen: list[tuple[str, int]], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    server = await asyncio.start_server(lambda r, w: _serve(r, w, directory), ip, port)
+    servers = [await asyncio.start_server(lambda r, w: _serve(r, w, directory), ip, port)
+               for ip, port in listen]
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
-    async with server:
-        await stopping.wait()
+    await stopping.wait()
+    for server in servers:
+        server.close()
 
 
 class SinkStatus(NamedTuple):
@@ -136,28 +139,34 @@ class SinkStatus(NamedTuple):
     pid: Optional[int]
 
 
-def start(state_dir: Union[str, Path], ip: str, port: int) -> int:
-    """Start the sink detached, wait until it greets: its PID (also in state_dir/sink.pid)."""
+def start(state_dir: Union[str, Path], ip: str, port: int, ipv6: Optional[str] = None) -> int:
+    """Start the sink detached on ip (and ipv6), wait until it greets on each: its PID (also in
+    state_dir/sink.pid)."""
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     from localcloud import process  # here, so the server half runs as a plain file
 
+    listen = [ip, *([ipv6] if ipv6 else [])]
     # Run as a file, not `-m`: the caller's cwd need not be the project root.
-    argv = [sys.executable, str(Path(__file__).resolve()), "--listen", f"{ip}:{port}",
-            "--dir", str(state / "messages")]
+    argv = [sys.executable, str(Path(__file__).resolve()), "--dir", str(state / "messages")]
+    for address in listen:
+        argv += ["--listen", f"[{address}]:{port}" if ":" in address else f"{address}:{port}"]
     pid = process.spawn(argv, state / "sink.log", state / "sink.pid")
     deadline = time.monotonic() + START_TIMEOUT
+    waiting = list(listen)
     while time.monotonic() < deadline:
         if not process.is_alive(pid):
             raise SinkError(f"sink exited: {(state / 'sink.log').read_text()[-2000:]}")
         try:
-            with socket.create_connection((ip, port), timeout=0.5) as conn:
+            with socket.create_connection((waiting[0], port), timeout=0.5) as conn:
                 if conn.recv(64).startswith(b"220"):
-                    return pid
+                    waiting.pop(0)
+                    if not waiting:
+                        return pid
         except OSError:
             time.sleep(0.05)
     stop(pid)
-    raise SinkError(f"sink did not greet on {ip}:{port} within {START_TIMEOUT}s")
+    raise SinkError(f"sink did not greet on {waiting[0]} port {port} within {START_TIMEOUT}s")
 
 
 def stop(target: Union[int, str, Path], timeout: float = STOP_TIMEOUT) -> bool:
@@ -185,14 +194,14 @@ def messages(state_dir: Union[str, Path]) -> list[SinkMessage]:
     for envelope_file in sorted((Path(state_dir) / "messages").glob("*.json")):
         envelope = json.loads(envelope_file.read_text())
         raw = envelope_file.with_suffix(".eml").read_bytes()
-        found.append(SinkMessage(envelope["mail_from"], envelope["rcpt_tos"], raw))
+        found.append(SinkMessage(envelope["mail_from"], envelope["rcpt_tos"], raw, envelope.get("peer", "")))
     return found
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", required=True, help="IP:PORT")
+    parser.add_argument("--listen", required=True, action="append", help="IP:PORT or [IPV6]:PORT")
     parser.add_argument("--dir", required=True, type=Path, help="where messages are written")
     args = parser.parse_args()
-    host, _, port_text = args.listen.rpartition(":")
-    asyncio.run(_main(host, int(port_text), args.dir))
+    addresses = [(host.strip("[]"), int(port)) for host, _, port in (a.rpartition(":") for a in args.listen)]
+    asyncio.run(_main(addresses, args.dir))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.message
 import imaplib
+import ipaddress
 import json
 import pathlib
 import re
@@ -23,7 +24,7 @@ import dns.query
 import pytest
 
 from components import dns_record
-from localcloud import dns as local_dns, naming, sink
+from localcloud import dns as local_dns, naming, network, sink
 from tests.e2e import stack_fixture
 from tests.e2e.pulumi_cli import ROOT
 
@@ -120,6 +121,30 @@ def test_outbound_mail_reaches_elsewhere_with_a_valid_dkim_signature(stack, outs
     assert found is not None, "the sink never received the outbound message"
     assert b"DKIM-Signature:" in found.raw
     assert dkim.verify(found.raw, dnsfunc=_dns_txt(outs)), "dkimpy rejects the signature"
+
+
+def test_outbound_mail_to_an_ipv6_only_mx_leaves_from_the_hosts_own_ipv6(stack, outs):
+    """Postfix sends over IPv6 from spec.ipv6 (smtp_bind_address6), the address whose PTR the
+    stack wrote, not from some other address of the host."""
+    names = naming.stack_names(stack.name, ROOT)
+    tsig = local_dns.read_tsig(names.runtime_dir / "dns")
+    server, port = outs["dns_server"].split(":")
+    gateway6 = str(network.read_bridge(names).ipv6.ip)
+    # v6.elsewhere.test: a domain whose only MX has only an AAAA (the sink's IPv6)
+    dns_record.upsert(server, int(port), tsig, "elsewhere.test", "mx6", "AAAA", [gateway6], 60)
+    dns_record.upsert(server, int(port), tsig, "elsewhere.test", "v6", "MX", ["10 mx6.elsewhere.test."], 60)
+    try:
+        subject = f"over ipv6 {uuid.uuid4().hex[:8]}"
+        _send(outs, outs["test_user"], outs["test_password"], "someone@v6.elsewhere.test", subject)
+        deadline, found = time.monotonic() + 60, None
+        while time.monotonic() < deadline and not found:
+            found = next((m for m in sink.messages(names.runtime_dir / "sink") if subject.encode() in m.raw), None)
+            time.sleep(1)
+        assert found is not None, "the sink never received the message sent over IPv6"
+        assert ipaddress.ip_address(found.peer) == ipaddress.ip_address(outs["host_ipv6"]), found.peer
+    finally:
+        for name, rtype in (("v6", "MX"), ("mx6", "AAAA")):
+            dns_record.delete(server, int(port), tsig, "elsewhere.test", name, rtype)
 
 
 def test_second_up_changes_nothing(stack):

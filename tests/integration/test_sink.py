@@ -1,5 +1,6 @@
 """The SMTP sink that plays `elsewhere.test`, spoken to with smtplib as a real client would."""
 
+import ipaddress
 import random
 import smtplib
 import socket
@@ -67,3 +68,15 @@ def test_stop_leaves_no_process(running_sink):
     assert sink.stop(state)
     assert not Path(f"/proc/{pid}").exists()
     assert not sink.stop(state)  # idempotent
+
+
+def test_listens_on_ipv6_too_and_records_each_peer(request, tmp_path):
+    request.addfinalizer(lambda: sink.stop(tmp_path))
+    ip, port = free_address()
+    sink.start(tmp_path, ip, port, ipv6="::1")
+    for host, subject in ((ip, "over v4"), ("::1", "over v6")):
+        with smtplib.SMTP(host, port, timeout=10) as client:
+            client.sendmail("a@example-mail.test", ["b@elsewhere.test"], f"Subject: {subject}\r\n\r\nx\r\n".encode())
+    received = [(ipaddress.ip_address(m.peer), m.raw.split(b"\r\n")[0]) for m in sink.messages(tmp_path)]
+    assert [(a.version, a.is_loopback, first) for a, first in received] == [
+        (4, True, b"Subject: over v4"), (6, True, b"Subject: over v6")]
