@@ -26,8 +26,11 @@ MAIL_PORTS = (25, 465, 587, 993)
 HTTPS_PORT = 443  # only with MTA-STS (spec features.https)
 MIN_DKIM_BITS = 2048
 
-# The stack the engine configured the pack for: name and config (ConfigureStack). pulumi_policy
-# keeps only the stack's tags, so the request is captured here; the URN names the stack too.
+# The stack the engine configured the pack for: name and config (ConfigureStack). A pack run
+# through a language host (RunPlugin) gets no PULUMI_CONFIG in its environment: the config
+# arrives only in ConfigureStack, of which pulumi_policy 1.21 keeps just the tags. So the request
+# is captured here (tests/e2e/test_policy_pack.py proves the config is read); the URN names the
+# stack too.
 _STACK: dict[str, Any] = {"name": None, "config": {}}
 
 

@@ -49,3 +49,11 @@ def test_dmarc_none_outside_prod_is_allowed(make_stack):
     stack = make_stack("e2e", dmarc_policy="none")
     preview = stack.run("preview", "--policy-pack", str(ROOT / "policies"), check=False)
     assert preview.returncode == 0, preview.stdout + preview.stderr
+
+
+def test_the_pack_reads_the_stack_config_residency_none_allows_any_region(make_stack):
+    """Without the stack's residency ("none") the pack would assume "NO" and reject this region:
+    this proves the stack config reaches the pack (see _capture_stack_config in policies/rules.py)."""
+    stack = make_stack("e2e", residency="none", region="de-fra1")
+    preview = stack.run("preview", "--policy-pack", str(ROOT / "policies"), check=False)
+    assert preview.returncode == 0, preview.stdout + preview.stderr
