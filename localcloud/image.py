@@ -130,7 +130,20 @@ def ensure_image(log=print) -> Path:
             log(f"localcloud: image {final.name} built in {time.monotonic() - started:.0f} s")
         finally:
             mounts.remove_tree(build)
+        for old in prune_images(keep=final):
+            log(f"localcloud: removed the old image {old.name}")
     return final
+
+
+def prune_images(keep: Path, mountinfo: str | None = None) -> list[Path]:
+    """Delete the images of older recipes (about 270 MB each) that no running container uses:
+    a new recipe makes new hosts, and a host that still runs keeps its image. Caller holds the lock."""
+    removed = []
+    for old in sorted(images_dir().glob("debian12-*")):
+        if old != keep and old.is_dir() and not mounts.used_as_lower(old, mountinfo):
+            mounts.remove_tree(old)
+            removed.append(old)
+    return removed
 
 
 def _run(argv: list[str], **kw) -> None:

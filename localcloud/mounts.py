@@ -24,6 +24,19 @@ def mounts_under(path: Path) -> list[Path]:
     return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
 
 
+def used_as_lower(path: Path, mountinfo: str | None = None) -> bool:
+    """Whether an overlay mount reads `path` as a lower layer (a container runs on it)."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as info:
+            mountinfo = info.read()
+    names = {str(path), os.path.realpath(path)}  # as given to mount, or resolved
+    for line in mountinfo.splitlines():
+        for option in line.rpartition(" - ")[2].split(" ")[-1].split(","):
+            if option.startswith("lowerdir=") and names & set(map(_unescape, option[9:].split(":"))):
+                return True
+    return False
+
+
 def is_mounted(path: Path) -> bool:
     return Path(os.path.realpath(path)) in mounts_under(path)
 
