@@ -145,10 +145,8 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 900, check: b
     """Run `command` (as root through sudo -n when `as_root` and the login user is not root)."""
     if as_root:
         command = _as_root(client, command)
-    _, stdout, stderr = client.exec_command(command, timeout=timeout)
-    out = stdout.read().decode(errors="replace")
-    err = stderr.read().decode(errors="replace")
-    rc = stdout.channel.recv_exit_status()
+    rc, raw_out, raw_err = _run_bytes(client, command, timeout)
+    out, err = raw_out.decode(errors="replace"), raw_err.decode(errors="replace")
     if check and rc != 0:
         raise RemoteError(f"`{command}` failed ({rc}): {err.strip() or out.strip()}")
     return Result(rc, out, err)
