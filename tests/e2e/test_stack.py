@@ -5,14 +5,11 @@ server, no-op, drift, a config change, then destroy.
 """
 from __future__ import annotations
 
-import email.message
 import imaplib
 import ipaddress
 import json
 import pathlib
 import re
-import smtplib
-import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +22,7 @@ import pytest
 
 from components import dns_record
 from localcloud import dns as local_dns, naming, network, sink
+from tests import mailclient
 from tests.e2e import stack_fixture
 from tests.e2e.pulumi_cli import ROOT
 
@@ -49,36 +47,8 @@ def outs(stack):
     return stack.outputs()
 
 
-def _tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False  # the local stack's certificate is self-signed
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def _send(outs: dict, user: str, password: str, to: str, subject: str) -> None:
-    msg = email.message.EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = user, to, subject
-    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{outs['domain']}>"
-    msg.set_content("hello from the e2e test\n")
-    with smtplib.SMTP(outs["host_ipv4"], 587, timeout=30) as smtp:
-        smtp.starttls(context=_tls())
-        smtp.login(user, password)
-        smtp.send_message(msg)
-
-
-def _imap_find(outs: dict, user: str, password: str, subject: str, timeout: float = 30) -> bytes | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with imaplib.IMAP4_SSL(outs["host_ipv4"], 993, ssl_context=_tls(), timeout=30) as imap:
-            imap.login(user, password)
-            imap.select("INBOX", readonly=True)
-            _, ids = imap.search(None, "SUBJECT", f'"{subject}"')
-            if ids[0]:
-                _, data = imap.fetch(ids[0].split()[-1], "(RFC822)")
-                return data[0][1]
-        time.sleep(1)
-    return None
+    mailclient.submit(outs["host_ipv4"], user, password, to, subject, "hello from the e2e test\n")
 
 
 def _dns_txt(outs: dict):
@@ -105,7 +75,7 @@ def test_mail_sent_by_a_user_is_readable_by_another_over_imaps(outs):
     bob = "bob@" + outs["domain"]
     subject = f"e2e {uuid.uuid4().hex[:8]}"
     _send(outs, outs["test_user"], outs["test_password"], bob, subject)
-    raw = _imap_find(outs, bob, passwords[bob], subject)
+    raw = mailclient.imap_find(outs["host_ipv4"], bob, passwords[bob], subject)
     assert raw is not None, "the message never reached bob's mailbox"
     assert b"hello from the e2e test" in raw
 
@@ -207,7 +177,7 @@ def test_adding_a_user_previews_exactly_that_and_applies_without_a_new_host(stac
     stack.run("up", "--yes", "--skip-preview")
     after = stack.outputs()
     assert after["host_ipv4"] == outs["host_ipv4"]
-    with imaplib.IMAP4_SSL(after["host_ipv4"], 993, ssl_context=_tls(), timeout=30) as imap:
+    with imaplib.IMAP4_SSL(after["host_ipv4"], 993, ssl_context=mailclient.insecure_tls(), timeout=30) as imap:
         assert imap.login(carol, after["mail_passwords"][carol])[0] == "OK"
 
 

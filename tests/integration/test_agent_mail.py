@@ -5,12 +5,10 @@ Needs root, systemd-nspawn, tinyproxy and named; the first run installs the mail
 the container through the local proxy (about a minute on a warm mirror).
 """
 import email
-import imaplib
 import json
 import os
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ import uuid
 import dkim
 import pytest
 
-from tests import terminal
+from tests import mailclient, terminal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_agent_deploy as deploy  # noqa: E402
@@ -60,16 +58,9 @@ def password(address: str) -> str:
 
 def smtp(host, port=25, source=None) -> smtplib.SMTP:
     cls = smtplib.SMTP_SSL if port == 465 else smtplib.SMTP
-    kw = {"context": _insecure()} if port == 465 else {}
+    kw = {"context": mailclient.insecure_tls()} if port == 465 else {}
     return cls(host.ip, port, local_hostname=HELO, timeout=30,
                source_address=(source, 0) if source else None, **kw)
-
-
-def _insecure() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the host's certificate is self-signed
-    return ctx
 
 
 def message(sender: str, to: str, subject: str) -> bytes:
@@ -79,18 +70,7 @@ def message(sender: str, to: str, subject: str) -> bytes:
 
 
 def imap_fetch(host, user: str, subject: str, timeout: float = 30) -> bytes | None:
-    """Bounded poll of the user's INBOX over IMAPS for a message with this subject."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with imaplib.IMAP4_SSL(host.ip, 993, ssl_context=_insecure(), timeout=10) as imap:
-            imap.login(user, password(user))
-            imap.select("INBOX")
-            _, data = imap.search(None, "SUBJECT", f'"{subject}"')
-            if data[0]:
-                _, msg = imap.fetch(data[0].split()[-1], "(RFC822)")
-                return msg[0][1]
-        time.sleep(0.5)
-    return None
+    return mailclient.imap_find(host.ip, user, password(user), subject, timeout)
 
 
 def first_user(host) -> str:
@@ -183,7 +163,7 @@ def test_submission_offers_no_auth_before_starttls(host):
         s.ehlo()
         assert not s.has_extn("auth")
         assert s.has_extn("starttls")
-        s.starttls(context=_insecure())
+        s.starttls(context=mailclient.insecure_tls())
         s.ehlo()
         assert s.has_extn("auth")
 
@@ -192,7 +172,7 @@ def test_submission_offers_no_auth_before_starttls(host):
 def test_auth_works_for_a_spec_user(host, port):
     with smtp(host, port) as s:
         if port == 587:
-            s.starttls(context=_insecure())
+            s.starttls(context=mailclient.insecure_tls())
         code, _ = s.login(first_user(host), password(first_user(host)))
     assert code == 235
 
@@ -201,14 +181,14 @@ def test_auth_works_for_a_spec_user(host, port):
 def test_wrong_password_fails(host, port):
     with smtp(host, port) as s:
         if port == 587:
-            s.starttls(context=_insecure())
+            s.starttls(context=mailclient.insecure_tls())
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login(first_user(host), "wrong-password")
 
 
 def test_authenticated_user_cannot_send_as_another_user(host):
     with smtp(host, 587) as s:
-        s.starttls(context=_insecure())
+        s.starttls(context=mailclient.insecure_tls())
         s.login(first_user(host), password(first_user(host)))
         s.mail(second_user(host))
         code, text = s.rcpt(OUTSIDER)
@@ -219,7 +199,7 @@ def test_mail_from_authenticated_user_carries_a_valid_dkim_signature(host):
     subject = f"signed {uuid.uuid4().hex[:8]}"
     sender, rcpt = first_user(host), second_user(host)
     with smtp(host, 587) as s:
-        s.starttls(context=_insecure())
+        s.starttls(context=mailclient.insecure_tls())
         s.login(sender, password(sender))
         s.sendmail(sender, [rcpt], message(sender, rcpt, subject))
     raw = imap_fetch(host, rcpt, subject)

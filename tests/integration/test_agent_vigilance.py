@@ -17,9 +17,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_agent_deploy as deploy  # noqa: E402
-from test_agent_mail import HELO, OUTSIDER, _insecure, message, password  # noqa: E402
+from test_agent_mail import HELO, OUTSIDER, message, password  # noqa: E402
 
 from agent import keys  # noqa: E402
+from tests import mailclient  # noqa: E402
 from components import dns_record  # noqa: E402
 from localcloud import dns  # noqa: E402
 
@@ -200,7 +201,7 @@ def _submit(ctx, user: str, rcpts: list) -> list:
     """One session as `user`; per message: "ok" or (code, text) of the refusal."""
     out = []
     with smtplib.SMTP(ctx.d.ip, 587, local_hostname=HELO, timeout=30) as s:
-        s.starttls(context=_insecure())
+        s.starttls(context=mailclient.insecure_tls())
         s.login(user, password(user))
         for rcpt in rcpts:
             try:
@@ -252,7 +253,7 @@ def _bad_auth(ip: str, source: str) -> int:
     """One connection, one AUTH PLAIN with a wrong password: the reply code."""
     token = base64.b64encode(f"\0{ALICE}\0wrong-password".encode()).decode()
     with smtplib.SMTP(ip, 587, local_hostname=HELO, timeout=30, source_address=(source, 0)) as s:
-        s.starttls(context=_insecure())
+        s.starttls(context=mailclient.insecure_tls())
         s.ehlo(HELO)
         code, _ = s.docmd("AUTH", f"PLAIN {token}")
     return code

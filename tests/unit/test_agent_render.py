@@ -3,7 +3,6 @@
 import copy
 import functools
 import os
-import shutil
 import subprocess
 
 import pytest
