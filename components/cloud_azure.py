@@ -25,7 +25,7 @@ import pulumi
 import pulumi_command as command
 from pulumi_azure_native import compute, network, resources
 
-from components import agent_spec, user_data
+from components import user_data
 from components.keys import KeyPair
 
 SSH_USER = "debian"   # Azure refuses `root` as the admin user; it gets passwordless sudo
@@ -55,7 +55,7 @@ def azure_host(name: str, cfg, zipapp: bytes, dns, parent: pulumi.Resource):
 
     `dns`: (target for MailDns, zone, URL shown as dns_server) from the stack's DNS backend.
     """
-    from components.mail_server import HostAccess
+    from components.mail_server import HostAccess, host_spec_json
     az, region = cfg.azure, cfg.region
     child = pulumi.ResourceOptions(parent=parent)
     pulumi.log.warn(OUTBOUND_25_WARNING)
@@ -93,9 +93,7 @@ def azure_host(name: str, cfg, zipapp: bytes, dns, parent: pulumi.Resource):
 
     ipv4 = public[4].ip_address
     ipv6 = public[6].ip_address if az.ipv6 else None
-    forwarder = cfg.dns.resolver.replace(":", "@")
-    spec_json = pulumi.Output.all(ipv4, ipv6).apply(lambda a: agent_spec.to_json(
-        agent_spec.public_spec(cfg, a[0], a[1], [forwarder], public_ip_nat=True)))
+    spec_json = host_spec_json(cfg, ipv4, ipv6, cfg.dns.resolver, public_ip_nat=True)
 
     ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=child)
     publisher, offer, sku, version = az.image
@@ -132,4 +130,4 @@ def azure_host(name: str, cfg, zipapp: bytes, dns, parent: pulumi.Resource):
         ipv4=ipv4, ipv6=ipv6, dns=target, dns_zone=zone, dns_server_url=url, resolver=cfg.dns.resolver,
         spec_json=spec_json, ssh_private_key=ssh_key.private_key, ssh_user=SSH_USER,
         host_id=vm.id, boot_run_id=spec_json.apply(lambda s: user_data.run_id(s, zipapp)),
-        after=[], reverse_dns=False, ssh_key_resource=ssh_key, after_records=set_ptrs)
+        reverse_dns=False, after_records=set_ptrs)

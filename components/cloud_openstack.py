@@ -17,7 +17,7 @@ import gzip
 import pulumi
 import pulumi_openstack as openstack
 
-from components import agent_spec, user_data
+from components import user_data
 from components.keys import KeyPair
 
 SSH_USER = "debian"   # the login user of Debian's cloud images, which gets the key pair
@@ -42,7 +42,7 @@ def openstack_host(name: str, cfg, zipapp: bytes, dns, parent: pulumi.Resource):
 
     `dns`: (target for MailDns, zone, URL shown as dns_server) from the stack's DNS backend.
     """
-    from components.mail_server import HostAccess
+    from components.mail_server import HostAccess, host_spec_json
     os_cfg, region = cfg.openstack, cfg.region
     child = pulumi.ResourceOptions(parent=parent)
 
@@ -74,9 +74,7 @@ def openstack_host(name: str, cfg, zipapp: bytes, dns, parent: pulumi.Resource):
     key_pair = openstack.compute.Keypair(f"{name}-keypair", name=f"{cfg.fqdn}-bootstrap",
                                          public_key=ssh_key.public_key, region=region, opts=child)
 
-    forwarder = cfg.dns.resolver.replace(":", "@")
-    spec_json = pulumi.Output.all(ipv4, ipv6).apply(
-        lambda a: agent_spec.to_json(agent_spec.public_spec(cfg, a[0], a[1], [forwarder])))
+    spec_json = host_spec_json(cfg, ipv4, ipv6, cfg.dns.resolver)
     server = openstack.compute.Instance(
         f"{name}-host", name=cfg.fqdn, region=region, flavor_name=os_cfg.flavor,
         image_name=os_cfg.image, key_pair=key_pair.name,
@@ -89,4 +87,4 @@ def openstack_host(name: str, cfg, zipapp: bytes, dns, parent: pulumi.Resource):
         ipv4=ipv4, ipv6=ipv6, dns=target, dns_zone=zone, dns_server_url=url, resolver=cfg.dns.resolver,
         spec_json=spec_json, ssh_private_key=ssh_key.private_key, ssh_user=SSH_USER,
         host_id=server.id, boot_run_id=spec_json.apply(lambda s: user_data.run_id(s, zipapp)),
-        after=[], reverse_dns=False, ssh_key_resource=ssh_key)
+        reverse_dns=False)

@@ -9,10 +9,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Collection, Mapping
 
-from components.config_backends import (  # noqa: F401 (re-exported)
-    AZURE_KEYS, BACKEND_KEYS, CLOUDFLARE_KEYS, DNS_BACKENDS, OPENSTACK_KEYS, RDNS_MODES,
-    RFC2136_KEYS, SECRET_KEYS, SSH_KEYS, SSH_ONLY_KEYS, TSIG_ALGORITHMS, AzureHost, CloudflareDns,
-    DnsUpdate, OpenStackHost, SshHost, _azure_host, _dns, _openstack_host, _ssh_host)
+from components.config_backends import (  # noqa: F401 (BACKEND_KEYS, SECRET_KEYS re-exported)
+    AZURE_KEYS, BACKEND_KEYS, CLOUDFLARE_KEYS, OPENSTACK_KEYS, RFC2136_KEYS, SECRET_KEYS, SSH_KEYS,
+    AzureHost, CloudflareDns, DnsUpdate, OpenStackHost, SshHost, _azure_host, _dns,
+    _openstack_host, _ssh_host)
 
 # Regions a host may stand in when `residency` is "NO" (Norwegian soil), per backend.
 NORWEGIAN_REGIONS = {

@@ -20,7 +20,6 @@ CLOUDFLARE_KEYS = ("cloudflare_zone_id",)
 OPENSTACK_KEYS = ("openstack_flavor", "openstack_image", "openstack_network", "openstack_floating_ip_pool",
                   "openstack_ipv6")
 AZURE_KEYS = ("azure_vm_size", "azure_image", "azure_resource_group", "azure_ipv6")
-SSH_ONLY_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver")  # the keys of backend ssh (rfc2136 DNS)
 # Every key a backend other than local reads (the program passes these on to load()).
 BACKEND_KEYS = (*SSH_KEYS, *RFC2136_KEYS, "resolver", "dns_backend", *CLOUDFLARE_KEYS, *OPENSTACK_KEYS,
                 *AZURE_KEYS)

@@ -5,6 +5,7 @@ reputation preflight -> ReverseDns + MailDns -> Bootstrap (agent) -> Verificatio
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
@@ -15,7 +16,7 @@ import pulumi
 
 from components import agent_spec, user_data
 from components.bootstrap import Bootstrap, BootstrapArgs, agent_zipapp
-from components.config import StackConfig
+from components.config import CloudflareDns, StackConfig
 from components.keys import KeyPair, MailPassword
 from components.local_cloud import Bridge, HostService, Machine
 from components.reputation import ReputationCheck
@@ -35,6 +36,13 @@ class PublicIp(pulumi.ComponentResource):
         self.ipv4 = pulumi.Output.from_input(gateway).apply(pick)
         self.ipv6 = pulumi.Output.from_input(gateway6).apply(pick)
         self.register_outputs({"ipv4": self.ipv4, "ipv6": self.ipv6})
+
+
+def host_spec_json(cfg: StackConfig, ipv4, ipv6, resolver, public_ip_nat: bool = False) -> pulumi.Output:
+    """The agent's readable spec as canonical JSON. `resolver` ("IP:port") is what the host's
+    unbound forwards to; `public_ip_nat`: the cloud translates the public addresses."""
+    return pulumi.Output.all(ipv4, ipv6, resolver).apply(lambda a: agent_spec.to_json(agent_spec.public_spec(
+        cfg, a[0], a[1], [a[2].replace(":", "@")], public_ip_nat=public_ip_nat)))
 
 
 def infra_expectations(cfg: StackConfig, dkim: str) -> dict:
@@ -57,9 +65,7 @@ class HostAccess:
     ssh_user: str
     host_id: pulumi.Input[str]
     boot_run_id: pulumi.Input[str]  # "" when no user-data runs the agent (an existing server)
-    after: list                     # what DNS records and the agent wait for
     reverse_dns: bool               # the stack writes the PTRs (else the provider sets them)
-    ssh_key_resource: KeyPair | None = None
     # Given the mail records, declares what must follow them before the agent runs (Azure's PTRs)
     after_records: Callable[[list], list] | None = None
 
@@ -84,7 +90,6 @@ class MailServer(pulumi.ComponentResource):
             lambda a: agent_spec.to_json(agent_spec.secrets(dict(zip(passwords, a[1:])), a[0])))
         zipapp = agent_zipapp()
 
-        self.sink = None
         if cfg.backend == "ssh":
             host = existing_server(cfg, secrets or {})
         elif cfg.backend == "openstack":
@@ -105,7 +110,7 @@ class MailServer(pulumi.ComponentResource):
                                       after=[reputation], opts=child).records
         mail_dns = MailDns(f"{name}-dns-records", host.dns, cfg.domain, cfg.hostname, host.ipv4, host.ipv6,
                            cfg.dkim_selector, dkim.public_key, cfg.dmarc_policy, cfg.dmarc_rua,
-                           after=[reputation, *host.after], zone=host.dns_zone, opts=child)
+                           after=[reputation], zone=host.dns_zone, opts=child)
         records = rdns_records + list(mail_dns.records.values())
         ptrs = host.after_records(records) if host.after_records else []
 
@@ -157,11 +162,8 @@ class MailServer(pulumi.ComponentResource):
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=child)
 
         # The agent's spec: readable part apart from the secrets.
-        resolver = dns_server.url.apply(lambda a: a.replace(":", "@"))
-        spec_json = pulumi.Output.all(ip.ipv4, ip.ipv6, resolver).apply(
-            lambda a: agent_spec.to_json(agent_spec.public_spec(cfg, a[0], a[1], [a[2]])))
+        spec_json = host_spec_json(cfg, ip.ipv4, ip.ipv6, dns_server.url)
 
-        import base64
         host = Machine(f"{name}-host", {
             "stack": stack, "checkout": checkout, "host": "mail", "fqdn": cfg.fqdn,
             "region": cfg.region, "bridge": bridge.id,
@@ -175,17 +177,14 @@ class MailServer(pulumi.ComponentResource):
                                   # user-data counts at first boot only; later changes go over SSH
                                   ignore_changes=["user_data", "boot_run_id"],
                                   custom_timeouts=pulumi.CustomTimeouts(create="10m")))
-        self.sink = sink
         return HostAccess(
             ipv4=ip.ipv4, ipv6=ip.ipv6, dns=server, dns_zone=cfg.domain, dns_server_url=dns_server.url,
             resolver=dns_server.url, spec_json=spec_json, ssh_private_key=ssh_key.private_key,
-            ssh_user="root", host_id=host.id, boot_run_id=host.boot_run_id, after=[],
-            reverse_dns=True, ssh_key_resource=ssh_key)
+            ssh_user="root", host_id=host.id, boot_run_id=host.boot_run_id, reverse_dns=True)
 
 
 def dns_target(cfg: StackConfig, secrets: dict[str, pulumi.Output]) -> tuple:
     """(MailDns target, zone, URL shown as the dns_server output) of the stack's DNS backend."""
-    from components.config import CloudflareDns
     if isinstance(cfg.dns, CloudflareDns):
         from components.dns_cloudflare import CloudflareZone
         return CloudflareZone(cfg.dns.zone_id), cfg.dns.zone, f"cloudflare:{cfg.dns.zone_id}"
@@ -197,13 +196,11 @@ def existing_server(cfg: StackConfig, secrets: dict[str, pulumi.Output]) -> Host
     """backend ssh: a server that already runs (no user-data: the agent goes over SSH), DNS on
     the user's RFC 2136 server, reverse DNS set by the provider (checked by rdns_check)."""
     ssh, dns_cfg = cfg.ssh, cfg.dns  # the PTRs were checked before the program declared anything
-    forwarder = dns_cfg.resolver.replace(":", "@")
-    spec_json = pulumi.Output.from_input(
-        agent_spec.to_json(agent_spec.public_spec(cfg, ssh.host, ssh.ipv6, [forwarder])))
+    spec_json = host_spec_json(cfg, ssh.host, ssh.ipv6, dns_cfg.resolver)
     server, zone, url = dns_target(cfg, secrets)
     return HostAccess(
         ipv4=pulumi.Output.from_input(ssh.host),
         ipv6=pulumi.Output.from_input(ssh.ipv6) if ssh.ipv6 else None,
         dns=server, dns_zone=zone, dns_server_url=url, resolver=dns_cfg.resolver,
         spec_json=spec_json, ssh_private_key=secrets["ssh_private_key"], ssh_user=ssh.user,
-        host_id=f"ssh:{ssh.user}@{ssh.host}", boot_run_id="", after=[], reverse_dns=False)
+        host_id=f"ssh:{ssh.user}@{ssh.host}", boot_run_id="", reverse_dns=False)

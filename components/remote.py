@@ -2,14 +2,13 @@
 
 Used by the dynamic providers that copy the agent and its secrets to the host and run it, and
 by tests. A login user other than root (Debian's cloud images give the key to `debian`) works
-through `sudo -n`: commands run as root, uploads go to a private temp dir and are installed as
-root, so a user without passwordless sudo fails at once instead of waiting for a password.
+through `sudo -n`, so a user without passwordless sudo fails at once instead of waiting for a
+password. Uploads go to a private temp dir and are installed as root, for every login user.
 """
 from __future__ import annotations
 
 import io
 import os
-import posixpath
 import shlex
 import time
 from dataclasses import dataclass
@@ -24,10 +23,6 @@ class RemoteError(RuntimeError):
 class Client(paramiko.SSHClient):
     """An SSH client that remembers its login user: put/get/run(as_root) use sudo unless root."""
     login_user = "root"
-
-
-def _is_root(client: paramiko.SSHClient) -> bool:
-    return getattr(client, "login_user", "root") == "root"
 
 
 @dataclass
@@ -86,23 +81,17 @@ ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def _as_root(client: paramiko.SSHClient, command: str) -> str:
     """The command as root: as is when logged in as root, else through `sudo -n`."""
-    if _is_root(client):
+    if getattr(client, "login_user", "root") == "root":
         return command
     return f"sudo -n env PATH={ROOT_PATH} sh -c {shlex.quote(command)}"
 
 
 def put(client: paramiko.SSHClient, path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` as root, atomically (temp file + rename), `mode` set before rename."""
+    """Write `data` to `path` as root, atomically (temp file + rename), `mode` set before rename.
+
+    The bytes go to a 0700 dir of the login user first, then are installed (owner root) as root.
+    """
     tmp = f"{path}.tmp-upload"
-    if _is_root(client):
-        run(client, f"mkdir -p {shlex.quote(posixpath.dirname(path))}", check=True)
-        with client.open_sftp() as sftp:
-            with sftp.open(tmp, "wb") as fh:
-                fh.chmod(mode)
-                fh.write(data)
-            sftp.posix_rename(tmp, path)
-        return
-    # Not root: into a 0700 dir of the login user first, then installed (owner root) by sudo.
     staging = run(client, "mktemp -d", check=True).stdout.strip()
     try:
         with client.open_sftp() as sftp:
@@ -118,20 +107,13 @@ def put(client: paramiko.SSHClient, path: str, data: bytes, mode: int = 0o600) -
 
 def get(client: paramiko.SSHClient, path: str) -> bytes | None:
     """The file's bytes (read as root), or None when it does not exist."""
-    if not _is_root(client):
-        q = shlex.quote(path)
-        res = _run_bytes(client, _as_root(client, f"test -e {q} || exit 3; cat {q}"), 120)
-        if res[0] == 3:
-            return None
-        if res[0] != 0:
-            raise RemoteError(f"cannot read {path} as root: {res[2].decode(errors='replace').strip()}")
-        return res[1]
-    with client.open_sftp() as sftp:
-        try:
-            with sftp.open(path, "rb") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return None
+    q = shlex.quote(path)
+    rc, out, err = _run_bytes(client, _as_root(client, f"test -e {q} || exit 3; cat {q}"), 120)
+    if rc == 3:
+        return None
+    if rc != 0:
+        raise RemoteError(f"cannot read {path} as root: {err.decode(errors='replace').strip()}")
+    return out
 
 
 def _run_bytes(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, bytes, bytes]:
