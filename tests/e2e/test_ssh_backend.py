@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from components import dns_record
 from localcloud import __main__ as localcloud_cli
 from localcloud import aptproxy, container, dns, image, naming, network
+from tests import mailclient
 from tests.e2e import stack_fixture
 from tests.e2e.pulumi_cli import ROOT
 
