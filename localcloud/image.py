@@ -168,7 +168,7 @@ def _sources_file() -> str:
     for s in host_apt_sources():
         suites = [x for x in s.suites if x == SUITE or x.startswith(SUITE + "-")]
         if suites:
-            lines = [f"Types: deb", f"URIs: {s.uri}", f"Suites: {' '.join(suites)}",
+            lines = ["Types: deb", f"URIs: {s.uri}", f"Suites: {' '.join(suites)}",
                      f"Components: {' '.join(s.components)}"]
             if s.signed_by and s.signed_by.startswith("/usr/share/keyrings/"):
                 lines.append(f"Signed-By: {s.signed_by}")

@@ -148,9 +148,9 @@ def up(stack: str = "itest-agent", log=print, tune=None) -> Deployed:
     dns.start(dns_dir, gw, 53, zones, tsig_name=f"{names.stack_id}-key")
     key, public, key_file = _keypair(workdir)
     started = time.monotonic()
-    machine = container.start(names, "mail", bridge=bridge.name, ipv4=str(bridge.address(HOST_INDEX)),
-                              nameserver=gw, apt_proxy_url=proxy.url, authorized_keys=[public],
-                              hostname=f"mail.{DOMAIN}")
+    container.start(names, "mail", bridge=bridge.name, ipv4=str(bridge.address(HOST_INDEX)),
+                    nameserver=gw, apt_proxy_url=proxy.url, authorized_keys=[public],
+                    hostname=f"mail.{DOMAIN}")
     container.wait_ssh(ip, timeout=120)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # brand-new host key

@@ -2,7 +2,6 @@
 (postconf, postfix check, doveconf, opendkim, unbound-checkconf, nft -c)."""
 import copy
 import functools
-import os
 import subprocess
 
 import pytest
