@@ -17,7 +17,8 @@ import uuid
 import subprocess
 
 from agent.errors import AgentError
-from agent.host import CONFIG_DIR, Host
+from agent.contract import CONFIG_DIR, MAIL_LOG
+from agent.host import Host
 from agent.spec import SpecError, load, merge
 
 DEFAULT_SPEC = f"{CONFIG_DIR}/spec.json"
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="status: override a check threshold (see agent/checks.py)")
     p.add_argument("--since", default="24h", help="report: period, e.g. 90m, 24h, 7d")
     p.add_argument("--html", metavar="FILE", help="report: also write a self-contained HTML file")
-    p.add_argument("--log", default="/var/log/mail.log", help="report: the Postfix log")
+    p.add_argument("--log", default=MAIL_LOG, help="report: the Postfix log")
     return p
 
 

@@ -13,19 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from agent import contract
+
 PASS, WARN, FAIL = "pass", "warn", "fail"
 LEVELS = (PASS, WARN, FAIL)
 
 # Thresholds, overridable with `status --threshold NAME=VALUE` (tests make checks trip).
-THRESHOLDS = {
-    "queue_warn": 100,             # messages in the queue
-    "queue_fail": 1000,
-    "deferred_age_warn_s": 3600,   # oldest deferred message
-    "deferred_age_fail_s": 2 * 86400,  # Postfix bounces after 5 days: act well before
-    "fsync_warn_ms": 20.0,         # the article's iowait warning; never a failure
-    "cert_days_warn": 21,
-    "cert_days_fail": 7,
-}
+THRESHOLDS = contract.THRESHOLDS
 
 
 @dataclass
@@ -48,8 +42,8 @@ def facts_from_spec(public: dict) -> dict:
         "selector": (public.get("dkim") or {}).get("selector", "s1"),
         "dnsbl_zones": [s["zone"] for s in (public.get("postscreen") or {}).get("dnsbl_sites", [])],
         "tls_mode": (public.get("tls") or {}).get("mode", "self-signed"),
-        "tcp_ports": sorted({feats.get("ssh_port", 22), 25, 465, 587, 993}
-                            | ({443} if feats.get("https") else set())),
+        "tcp_ports": list(contract.public_tcp_ports(feats.get("ssh_port", contract.SSH_PORT),
+                                                    bool(feats.get("https")))),
     }
 
 

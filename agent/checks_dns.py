@@ -12,6 +12,7 @@ import dns.resolver
 import dns.reversename
 
 from agent.checks import FAIL, PASS, WARN, Check
+from agent.contract import dnsbl_query_name
 from agent import spf
 
 
@@ -122,8 +123,7 @@ def dmarc(lookup: Lookup, domain: str) -> Check:
 
 
 def dnsbl(lookup: Lookup, ip: str, zone: str) -> Check:
-    rev = ipaddress.ip_address(ip).reverse_pointer.rsplit(".", 2)[0]
-    name = f"{rev}.{zone}"
+    name = dnsbl_query_name(ip, zone)
     answers = [a for a in lookup(name, "A") if a.startswith("127.")]
     if answers:
         text = "; ".join(lookup(name, "TXT")) or answers[0]

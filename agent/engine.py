@@ -14,10 +14,9 @@ import time
 
 from agent import accounts, files, keys, packages, preflight, render, services, validate
 from agent.errors import AgentError
-from agent.host import STATE_DIR, Host, StepResult
+from agent.contract import STATE_DIR
+from agent.host import Host, StepResult
 from agent.spec import Spec
-
-PSEUDO_SERVICES = {"hostname", "newaliases"}
 
 
 class Run:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from dataclasses import dataclass, field
 
-STATE_DIR = "/var/lib/bulletproof-mail"
-CONFIG_DIR = "/etc/bulletproof-mail"
 
 
 @dataclass
@@ -39,7 +36,6 @@ class Host:
     root: str = "/"
     dry_run: bool = False  # plan: read facts, decide, change nothing
     run_id: str = ""
-    log: list[str] = field(default_factory=list)
 
     @property
     def live(self) -> bool:
@@ -51,19 +47,8 @@ class Host:
     def run(self, argv: list[str], *, check: bool = True, timeout: float = 600,
             env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
         full_env = dict(os.environ, **(env or {}))
-        started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               env=full_env, input=input)
-        self.log.append(f"{' '.join(argv)} -> {proc.returncode} "
-                        f"({time.monotonic() - started:.2f}s)")
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr)
         return proc
-
-
-def timed(name: str, fn, *args, **kw) -> StepResult:
-    started = time.monotonic()
-    result = fn(*args, **kw)
-    result.name = result.name or name
-    result.duration_s = time.monotonic() - started
-    return result

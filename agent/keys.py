@@ -10,11 +10,9 @@ import tempfile
 
 from agent.errors import ApplyError
 from agent.host import Host
-from agent.render import BPM_DIR
+from agent.contract import TLS_CERT as CERT, TLS_KEY as KEY
 from agent.spec import Spec
 
-CERT = f"{BPM_DIR}/tls/cert.pem"
-KEY = f"{BPM_DIR}/tls/key.pem"
 
 
 def _openssl(args: list[str], data: str | None = None) -> str:

@@ -11,9 +11,9 @@ import os
 
 import agent
 from agent import files, packages, services
-from agent.host import CONFIG_DIR, STATE_DIR, Host
+from agent.contract import CONFIG_DIR, STATE_FILE
+from agent.host import Host
 
-STATE_FILE = f"{STATE_DIR}/state.json"
 
 
 def build(host: Host, spec, steps, error=None, dkim_txt: str = "", started: float = 0,

@@ -6,6 +6,7 @@ import re
 import subprocess
 import time
 
+from agent.contract import MAIL_PORTS, MAIL_LOG
 from agent.errors import ServiceError
 from agent.host import Host, StepResult
 
@@ -17,7 +18,6 @@ ACTIVE_UNIT = {"postfix": "postfix@-"}
 # Reload is enough for these when they already run (master.cf changes included);
 # the others restart, which is cheap and re-reads everything.
 RELOADABLE = {"postfix", "dovecot"}
-PORTS = (25, 465, 587, 993)
 
 
 def unit_state(host: Host, service: str) -> tuple[bool, bool]:
@@ -69,7 +69,7 @@ def listening(host: Host) -> set[int]:
     return {int(m) for m in re.findall(r":(\d+)\s", out)}
 
 
-def wait_ports(host: Host, ports=PORTS, timeout: float = 30.0) -> dict[int, bool]:
+def wait_ports(host: Host, ports=MAIL_PORTS, timeout: float = 30.0) -> dict[int, bool]:
     deadline = time.monotonic() + timeout
     while True:
         up = listening(host)
@@ -94,5 +94,5 @@ def apply(host: Host, changed_services: set[str]) -> StepResult:
     if closed:
         raise ServiceError(f"ports {closed} not listening 30 s after start",
                            tool_output=_journal(host, "postfix@-") + _journal(host, "dovecot"),
-                           fix="see /var/log/mail.log and journalctl -u dovecot")
+                           fix=f"see {MAIL_LOG} and journalctl -u dovecot")
     return result

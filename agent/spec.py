@@ -46,17 +46,11 @@ inside ``dkim``, ``key_pem`` inside ``tls``) is accepted too; ``split`` produces
 from __future__ import annotations
 
 import copy
-import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 SPEC_VERSION = 1
 
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+{_LABEL}$")
-_LOCAL_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_SELECTOR_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Dovecot schemes we accept: strong, salted, slow hashes only (no PLAIN/MD5/SHA1).
 HASH_SCHEMES = ("SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID", "ARGON2I")
 TLS_MODES = ("self-signed", "provided")
@@ -236,7 +230,7 @@ def merge(public: dict, secrets: dict | None) -> dict:
 
 def load(data: Any) -> Spec:
     """Validate ``data`` (the merged dict) and return a ``Spec``; raise SpecError otherwise."""
-    from agent.spec_checks import Checker  # the field-by-field rules live apart
+    from agent.spec_checks import SpecChecker  # the field-by-field rules live apart
 
     if not isinstance(data, dict):
         raise SpecError(["(root): expected a JSON object"])
@@ -244,15 +238,4 @@ def load(data: Any) -> Spec:
     if isinstance(version, int) and not isinstance(version, bool) and version > SPEC_VERSION:
         raise SpecError([f"version: spec version {version} is newer than this agent knows "
                          f"({SPEC_VERSION}); upgrade bulletproof-agent"])
-    return Checker(data).spec()
-
-
-def is_domain(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 253 and bool(_DOMAIN_RE.match(value))
-
-
-def is_ip(value: Any, version: int) -> bool:
-    try:
-        return ipaddress.ip_address(value).version == version
-    except (ValueError, TypeError):
-        return False
+    return SpecChecker(data).spec()

@@ -1,4 +1,5 @@
-"""Field rules of the spec. Every rule appends ``path: message`` and goes on, so one run
+"""Field rules of the spec, written with the shared readers of agent/contract.py (the stack's
+config uses the same ones). Every rule appends ``path: message`` and goes on, so one run
 reports every error at once (fixing a spec one error per deploy is painful)."""
 from __future__ import annotations
 
@@ -6,53 +7,16 @@ import ipaddress
 import re
 from typing import Any
 
+from agent import contract as C
 from agent import spec as S
 
 _MISSING = object()
 
 
-class Checker:
+class SpecChecker(C.Checker):
     def __init__(self, data: dict):
+        super().__init__()
         self.data = data
-        self.errors: list[str] = []
-
-    # -- primitives ------------------------------------------------------------------
-    def err(self, path: str, msg: str) -> None:
-        self.errors.append(f"{path}: {msg}")
-
-    def get(self, obj: Any, key: str, path: str, kind: type | tuple, default: Any = _MISSING):
-        value = obj.get(key, _MISSING) if isinstance(obj, dict) else _MISSING
-        if value is _MISSING or (value is None and default is None):
-            if default is _MISSING:
-                self.err(path, "required")
-            return default
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            self.err(path, f"expected an integer, got {value!r}")
-            return default if default is not _MISSING else None
-        if not isinstance(value, kind):
-            self.err(path, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
-            return default if default is not _MISSING else None
-        return value
-
-    def positive(self, obj, key, path, default, minimum=1):
-        value = self.get(obj, key, path, int, default)
-        if isinstance(value, int) and value < minimum:
-            self.err(path, f"must be >= {minimum}, got {value}")
-        return value
-
-    def no_unknown(self, obj: Any, allowed: set[str], path: str) -> None:
-        if isinstance(obj, dict):
-            for key in sorted(set(obj) - allowed):
-                self.err(f"{path}.{key}" if path else key, "unknown key")
-
-    def section(self, key: str) -> dict:
-        value = self.data.get(key, {})
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.err(key, "expected an object")
-            return {}
-        return value
 
     # -- the spec --------------------------------------------------------------------
     def spec(self) -> S.Spec:
@@ -64,17 +28,17 @@ class Checker:
         if isinstance(version, int) and version < 1:
             self.err("version", f"must be 1..{S.SPEC_VERSION}")
         domain = self.get(d, "domain", "domain", str)
-        if isinstance(domain, str) and not S.is_domain(domain):
+        if isinstance(domain, str) and not C.is_domain(domain):
             self.err("domain", f"not a lower-case domain name: {domain!r}")
             domain = None
         hostname = self.get(d, "hostname", "hostname", str)
-        if isinstance(hostname, str) and not S.is_domain(hostname):
+        if isinstance(hostname, str) and not C.is_domain(hostname):
             self.err("hostname", f"not a fully qualified host name: {hostname!r}")
         ipv4 = self.get(d, "ipv4", "ipv4", str)
-        if isinstance(ipv4, str) and not S.is_ip(ipv4, 4):
+        if isinstance(ipv4, str) and not C.is_ip(ipv4, 4):
             self.err("ipv4", f"not an IPv4 address: {ipv4!r}")
         ipv6 = self.get(d, "ipv6", "ipv6", str, None)
-        if isinstance(ipv6, str) and not S.is_ip(ipv6, 6):
+        if isinstance(ipv6, str) and not C.is_ip(ipv6, 6):
             self.err("ipv6", f"not an IPv6 address: {ipv6!r}")
         users = self.users(d.get("users", _MISSING), domain)
         aliases = self.aliases(d.get("aliases", {}), domain, users)
@@ -92,7 +56,7 @@ class Checker:
             self.err(path, f"not an email address: {value!r}")
             return False
         local, dom = value.split("@")
-        if not S._LOCAL_RE.match(local) or not S.is_domain(dom):
+        if not C.is_local_part(local) or not C.is_domain(dom):
             self.err(path, f"not a lower-case email address: {value!r}")
             return False
         if own and domain and dom != domain:
@@ -121,7 +85,7 @@ class Checker:
                 seen.add(addr)
             h = self.get(u, "password_hash", f"{p}.password_hash", str)
             if isinstance(h, str):
-                m = re.match(r"^\{([A-Z0-9-]+)\}(\S+)$", h)
+                m = re.fullmatch(r"\{([A-Z0-9-]+)\}(\S+)", h)
                 if not m or m.group(1) not in S.HASH_SCHEMES:
                     self.err(f"{p}.password_hash", "expected {SCHEME}hash with SCHEME one of "
                              + ", ".join(S.HASH_SCHEMES))
@@ -156,10 +120,10 @@ class Checker:
         return tuple(sorted(out.items()))
 
     def dkim(self) -> S.Dkim:
-        d = self.section("dkim")
+        d = self.section(self.data, "dkim")
         self.no_unknown(d, {"selector", "private_key_pem"}, "dkim")
         sel = self.get(d, "selector", "dkim.selector", str)
-        if isinstance(sel, str) and not S._SELECTOR_RE.match(sel):
+        if isinstance(sel, str) and not C.is_label(sel):
             self.err("dkim.selector", f"not a DNS label: {sel!r}")
         key = self.get(d, "private_key_pem", "dkim.private_key_pem", str)
         if isinstance(key, str) and "PRIVATE KEY-----" not in key:
@@ -167,7 +131,7 @@ class Checker:
         return S.Dkim(selector=sel, private_key_pem=key)
 
     def tls(self) -> S.Tls:
-        d = self.section("tls")
+        d = self.section(self.data, "tls")
         self.no_unknown(d, {"mode", "cert_pem", "key_pem"}, "tls")
         mode = self.get(d, "mode", "tls.mode", str, "self-signed")
         if mode not in S.TLS_MODES:
@@ -184,7 +148,7 @@ class Checker:
         return S.Tls(mode=mode, cert_pem=cert, key_pem=key)
 
     def postscreen(self) -> S.Postscreen:
-        d = self.section("postscreen")
+        d = self.section(self.data, "postscreen")
         self.no_unknown(d, {"dnsbl_sites", "dnsbl_threshold", "allowlist", "greet_wait_s"},
                         "postscreen")
         sites = []
@@ -192,13 +156,13 @@ class Checker:
             p = f"postscreen.dnsbl_sites[{i}]"
             self.no_unknown(s, {"zone", "weight", "filter"}, p)
             zone = self.get(s, "zone", f"{p}.zone", str)
-            if isinstance(zone, str) and not S.is_domain(zone):
+            if isinstance(zone, str) and not C.is_domain(zone):
                 self.err(f"{p}.zone", f"not a DNS zone: {zone!r}")
             weight = self.get(s, "weight", f"{p}.weight", int, 1)
             if isinstance(weight, int) and weight == 0:
                 self.err(f"{p}.weight", "must not be 0")
             filt = self.get(s, "filter", f"{p}.filter", str, None)
-            if isinstance(filt, str) and not re.match(r"^[0-9.\[\];]+$", filt):
+            if isinstance(filt, str) and not re.fullmatch(r"[0-9.\[\];]+", filt):
                 self.err(f"{p}.filter", f"not a postscreen reply filter: {filt!r}")
             sites.append(S.DnsblSite(zone=zone, weight=weight, filter=filt))
         allow = []
@@ -214,7 +178,7 @@ class Checker:
             greet_wait_s=self.positive(d, "greet_wait_s", "postscreen.greet_wait_s", 6))
 
     def resolver(self) -> S.Resolver:
-        d = self.section("resolver")
+        d = self.section(self.data, "resolver")
         self.no_unknown(d, {"forwarders", "stub_zones", "insecure_domains",
                             "max_negative_ttl_s"}, "resolver")
         fwd = self.get(d, "forwarders", "resolver.forwarders", list)
@@ -227,7 +191,7 @@ class Checker:
             p = f"resolver.stub_zones[{i}]"
             self.no_unknown(z, {"name", "addrs"}, p)
             name = self.get(z, "name", f"{p}.name", str)
-            if isinstance(name, str) and not S.is_domain(name):
+            if isinstance(name, str) and not C.is_domain(name):
                 self.err(f"{p}.name", f"not a DNS zone: {name!r}")
             addrs = self.get(z, "addrs", f"{p}.addrs", list) or []
             for j, a in enumerate(addrs):
@@ -235,7 +199,7 @@ class Checker:
             stubs.append(S.StubZone(name=name, addrs=tuple(addrs)))
         insecure = self.get(d, "insecure_domains", "resolver.insecure_domains", list, [])
         for i, n in enumerate(insecure):
-            if not (isinstance(n, str) and (S.is_domain(n) or re.match(r"^[a-z0-9-]+$", n))):
+            if not (isinstance(n, str) and (C.is_domain(n) or C.is_label(n))):
                 self.err(f"resolver.insecure_domains[{i}]", f"not a DNS name: {n!r}")
         return S.Resolver(forwarders=tuple(fwd or ()), stub_zones=tuple(stubs),
                           insecure_domains=tuple(insecure),
@@ -244,19 +208,19 @@ class Checker:
 
     def ip_port(self, value: Any, path: str) -> None:
         ip, _, port = str(value).partition("@")
-        if not (S.is_ip(ip, 4) or S.is_ip(ip, 6)) or (port and not (
+        if not (C.is_ip(ip, 4) or C.is_ip(ip, 6)) or (port and not (
                 port.isdigit() and 0 < int(port) < 65536)):
             self.err(path, f"expected IP or IP@PORT, got {value!r}")
 
     def rate_limits(self) -> S.RateLimits:
-        d = self.section("rate_limits")
+        d = self.section(self.data, "rate_limits")
         names = [f for f in S.RateLimits.__dataclass_fields__]
         self.no_unknown(d, set(names), "rate_limits")
         return S.RateLimits(**{n: self.positive(d, n, f"rate_limits.{n}",
                                                 getattr(S.RateLimits, n)) for n in names})
 
     def limits(self) -> S.Limits:
-        d = self.section("limits")
+        d = self.section(self.data, "limits")
         self.no_unknown(d, {"message_size_limit", "queue_minfree"}, "limits")
         size = self.positive(d, "message_size_limit", "limits.message_size_limit",
                              S.Limits.message_size_limit, 1024)
@@ -267,7 +231,7 @@ class Checker:
         return S.Limits(message_size_limit=size, queue_minfree=free)
 
     def features(self) -> S.Features:
-        d = self.section("features")
+        d = self.section(self.data, "features")
         self.no_unknown(d, {"https", "spf_policy", "ssh_port", "public_ip_nat"}, "features")
         port = self.positive(d, "ssh_port", "features.ssh_port", 22)
         if isinstance(port, int) and port > 65535:

@@ -12,6 +12,7 @@ import pty
 import shutil
 import subprocess
 
+from agent.contract import TLS_CERT, TLS_KEY
 from agent.errors import ValidationError
 
 FIXES = {
@@ -23,8 +24,6 @@ FIXES = {
     "policyd-rate-limit": "check rate_limits.outbound_per_user_per_hour",
     "tls": "tls.cert_pem / tls.key_pem must be a PEM certificate and its private key",
 }
-TLS_CERT = "/etc/bulletproof-mail/tls/cert.pem"
-TLS_KEY = "/etc/bulletproof-mail/tls/key.pem"
 
 
 def _run(argv: list[str], timeout: float = 60) -> tuple[int, str]:

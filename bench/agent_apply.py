@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests", "integration")]
 
 import test_agent_deploy as deploy  # noqa: E402
-from agent import build  # noqa: E402
+from components import agent_zipapp  # noqa: E402
 
 UNITS = ("postfix@-.service", "dovecot.service", "opendkim.service", "unbound.service")
 RSS_SCRIPT = r"""
@@ -80,7 +80,7 @@ def main() -> int:
         rows.append(("idle RSS mail services together", f"{sum(rss.values()) / 1024:.1f} MiB"))
     finally:
         deploy.down(d, stack="bench-agent")
-    size = len(build.build_bytes())
+    size = len(agent_zipapp.build_bytes())
     rows.append(("zipapp size", f"{size / 1024:.1f} KiB ({size} bytes)"))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  value\n{'-' * width}  -----")

@@ -23,8 +23,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @functools.lru_cache(maxsize=1)
 def agent_zipapp() -> bytes:
     """The agent zipapp (reproducible: same sources, same bytes), built once per program run."""
-    from agent import build
-    return build.build_bytes(str(ROOT))
+    from components import agent_zipapp
+    return agent_zipapp.build_bytes(str(ROOT))
 
 
 class _AgentRunProvider(ResourceProvider):

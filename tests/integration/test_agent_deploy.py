@@ -18,7 +18,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import build, example, keys
+from agent import example, keys
+from components import agent_zipapp
 from localcloud import __main__ as localcloud_cli
 from localcloud import aptproxy, container, dns, image, naming, network
 
@@ -163,7 +164,7 @@ def up(stack: str = "itest-agent", log=print, tune=None) -> Deployed:
         addr = str(bridge.address(index))
         subprocess.run(["ip", "addr", "add", addr, "dev", bridge.name], capture_output=True)
         d.extra_addrs.append(addr)
-    pyz = build.build(os.path.join(workdir, "bulletproof-agent.pyz"))
+    pyz = agent_zipapp.build(os.path.join(workdir, "bulletproof-agent.pyz"))
     d.run("install -d -m 0755 /usr/local/sbin")
     d.put(open(pyz, "rb").read(), AGENT, 0o755)
     return d

@@ -5,30 +5,30 @@ import subprocess
 import sys
 import zipfile
 
-from agent import build
+from components import agent_zipapp
 
 
 def test_same_input_same_bytes(tmp_path):
-    a = build.build(str(tmp_path / "a.pyz"))
-    b = build.build(str(tmp_path / "b.pyz"))
+    a = agent_zipapp.build(str(tmp_path / "a.pyz"))
+    b = agent_zipapp.build(str(tmp_path / "b.pyz"))
     assert hashlib.sha256(open(a, "rb").read()).hexdigest() == \
         hashlib.sha256(open(b, "rb").read()).hexdigest()
 
 
 def test_zipapp_holds_agent_and_templates_only(tmp_path):
-    path = build.build(str(tmp_path / "agent.pyz"))
+    path = agent_zipapp.build(str(tmp_path / "agent.pyz"))
     assert open(path, "rb").read(19) == b"#!/usr/bin/python3\n"
     names = zipfile.ZipFile(path).namelist()
     assert names == sorted(names)
     assert "templates/postfix/main.cf.j2" in names and "agent/spec.py" in names
     assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
-    assert {i.date_time for i in zipfile.ZipFile(path).infolist()} == {build.FIXED_TIME}
+    assert {i.date_time for i in zipfile.ZipFile(path).infolist()} == {agent_zipapp.FIXED_TIME}
 
 
 def test_zipapp_runs_plan_from_the_archive(tmp_path):
     from agent import example
     spec, _ = example.write(str(tmp_path / "spec"), example.example(dkim_pem=example.dkim_key(1024)))
-    path = build.build(str(tmp_path / "agent.pyz"))
+    path = agent_zipapp.build(str(tmp_path / "agent.pyz"))
     root = tmp_path / "root"
     root.mkdir()
     proc = subprocess.run([sys.executable, path, "plan", "--spec", spec, "--root", str(root)],

@@ -1,4 +1,4 @@
-"""Build the agent as one reproducible zipapp: ``python -m agent.build OUT.pyz``.
+"""Build the agent as one reproducible zipapp: ``python -m components.agent_zipapp OUT.pyz``.
 
 Same sources -> same bytes: entries sorted, fixed timestamps and permissions, no
 __pycache__, deflate at a fixed level. The Pulumi side can hash it to decide whether the
@@ -55,5 +55,5 @@ def build(out: str, root: str = ROOT) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m agent.build OUT.pyz")
+        sys.exit("usage: python -m components.agent_zipapp OUT.pyz")
     print(build(sys.argv[1]))
