@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_cloudflare as cloudflare
 
-from components.dns_record import split_txt
+from localcloud.rfc2136 import split_txt
 
 TTL = 300
 

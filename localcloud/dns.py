@@ -2,7 +2,7 @@
 
 It serves the mail domain, its reverse zones, a test DNSBL and "elsewhere" (the rest of the
 internet, whose MX is the sink). Records are changed by RFC 2136 UPDATE signed with a per-stack
-TSIG key, through the same code as the stack's records (components/dns_record.py).
+TSIG key, through the same client as the stack's records (localcloud/rfc2136.py).
 It binds to one address only and neither recurses nor forwards: nothing leaves the machine.
 """
 
@@ -25,9 +25,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from components import dns_record
+from . import process, rfc2136
 
-from . import process
 
 TTL = 60  # low, so tests and a redeploy see changes quickly
 NEGATIVE_TTL = 30  # SOA minimum: how long a "no such record" may be cached
@@ -141,28 +140,28 @@ def status(state_dir: Union[str, Path]) -> DnsServerStatus:
     return DnsServerStatus(pid is not None, pid, address)
 
 
-def read_tsig(state_dir: Union[str, Path]) -> dns_record.Tsig:
+def read_tsig(state_dir: Union[str, Path]) -> rfc2136.Tsig:
     """(name, algorithm, secret) of the key named trusts for updates."""
     text = (Path(state_dir) / "tsig.key").read_text()
     match = re.search(r'key\s+"([^"]+)"\s*{\s*algorithm\s+([\w-]+);\s*secret\s+"([^"]+)";', text)
     if not match:
         raise DnsServerError(f"{state_dir}/tsig.key: no key found; delete it to generate a new one")
-    return dns_record.Tsig(*match.groups())
+    return rfc2136.Tsig(*match.groups())
 
 
-def dnsbl_list(server: str, port: int, tsig: dns_record.Tsig, ip: str, zone: str = "dnsbl.test",
+def dnsbl_list(server: str, port: int, tsig: rfc2136.Tsig, ip: str, zone: str = "dnsbl.test",
                reason: str = "listed by the local test DNSBL") -> None:
     """List an IPv4 address the way real DNSBLs do: A 127.0.0.2 and a TXT reason."""
     name = _dnsbl_name(ip)
-    dns_record.upsert(server, port, tsig, zone, name, "A", ["127.0.0.2"], TTL)
-    dns_record.upsert(server, port, tsig, zone, name, "TXT", [reason], TTL)
+    rfc2136.upsert(server, port, tsig, zone, name, "A", ["127.0.0.2"], TTL)
+    rfc2136.upsert(server, port, tsig, zone, name, "TXT", [reason], TTL)
 
 
-def dnsbl_unlist(server: str, port: int, tsig: dns_record.Tsig, ip: str,
+def dnsbl_unlist(server: str, port: int, tsig: rfc2136.Tsig, ip: str,
                  zone: str = "dnsbl.test") -> None:
     name = _dnsbl_name(ip)
-    dns_record.delete(server, port, tsig, zone, name, "A")
-    dns_record.delete(server, port, tsig, zone, name, "TXT")
+    rfc2136.delete(server, port, tsig, zone, name, "A")
+    rfc2136.delete(server, port, tsig, zone, name, "TXT")
 
 
 def _dnsbl_name(ip: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from components import dns_record
+from localcloud import rfc2136
 from localcloud import __main__ as localcloud_cli
 from localcloud import aptproxy, container, dns, image, naming, network
 from tests import mailclient
@@ -35,11 +35,11 @@ class Server:
     ip: str
     gateway: str
     private_key: str
-    tsig: dns_record.Tsig
+    tsig: rfc2136.Tsig
     reverse_zone: str
 
     def set_ptr(self, target: str) -> None:
-        dns_record.upsert(self.gateway, 53, self.tsig, self.reverse_zone, self.ip.rsplit(".", 1)[1],
+        rfc2136.upsert(self.gateway, 53, self.tsig, self.reverse_zone, self.ip.rsplit(".", 1)[1],
                           "PTR", [target], 60)
 
 
@@ -174,7 +174,7 @@ def test_up_installs_the_agent_over_ssh_and_verification_passes(stack, server):
     assert outs["dns_records"][f"{FQDN}."]["A"] == [server.ip]
     assert "ssh_private_key" not in outs  # the user's own key is not echoed back
     # The stack wrote no PTR: the provider's record is untouched.
-    reverse = dns_record.read(server.gateway, 53, server.reverse_zone, server.ip.rsplit(".", 1)[1], "PTR")[0]
+    reverse = rfc2136.read(server.gateway, 53, server.reverse_zone, server.ip.rsplit(".", 1)[1], "PTR")[0]
     assert reverse == [f"{FQDN}."]
 
 
@@ -209,5 +209,5 @@ def test_second_up_changes_nothing(stack):
 def test_destroy_removes_the_records_and_leaves_the_server_running(stack, server):
     stack_fixture.unprotect(stack)
     stack.run("destroy", "--yes")
-    assert dns_record.read(server.gateway, 53, DOMAIN, "mail", "A") is None  # gone
+    assert rfc2136.read(server.gateway, 53, DOMAIN, "mail", "A") is None  # gone
     assert container.status(server.names, "mail")  # the user's server is theirs: not ours to stop

@@ -20,7 +20,7 @@ import dns.message
 import dns.query
 import pytest
 
-from components import dns_record
+from localcloud import rfc2136
 from localcloud import dns as local_dns, naming, network, sink
 from tests import mailclient
 from tests.e2e import stack_fixture
@@ -101,8 +101,8 @@ def test_outbound_mail_to_an_ipv6_only_mx_leaves_from_the_hosts_own_ipv6(stack, 
     server, port = outs["dns_server"].split(":")
     gateway6 = str(network.read_bridge(names).ipv6.ip)
     # v6.elsewhere.test: a domain whose only MX has only an AAAA (the sink's IPv6)
-    dns_record.upsert(server, int(port), tsig, "elsewhere.test", "mx6", "AAAA", [gateway6], 60)
-    dns_record.upsert(server, int(port), tsig, "elsewhere.test", "v6", "MX", ["10 mx6.elsewhere.test."], 60)
+    rfc2136.upsert(server, int(port), tsig, "elsewhere.test", "mx6", "AAAA", [gateway6], 60)
+    rfc2136.upsert(server, int(port), tsig, "elsewhere.test", "v6", "MX", ["10 mx6.elsewhere.test."], 60)
     try:
         subject = f"over ipv6 {uuid.uuid4().hex[:8]}"
         _send(outs, outs["test_user"], outs["test_password"], "someone@v6.elsewhere.test", subject)
@@ -114,7 +114,7 @@ def test_outbound_mail_to_an_ipv6_only_mx_leaves_from_the_hosts_own_ipv6(stack, 
         assert ipaddress.ip_address(found.peer) == ipaddress.ip_address(outs["host_ipv6"]), found.peer
     finally:
         for name, rtype in (("v6", "MX"), ("mx6", "AAAA")):
-            dns_record.delete(server, int(port), tsig, "elsewhere.test", name, rtype)
+            rfc2136.delete(server, int(port), tsig, "elsewhere.test", name, rtype)
 
 
 def test_second_up_changes_nothing(stack):
@@ -157,11 +157,11 @@ def test_a_record_edited_by_hand_is_seen_by_refresh_and_restored_by_up(stack, ou
     names = naming.stack_names(stack.name, ROOT)
     tsig = local_dns.read_tsig(names.runtime_dir / "dns")
     server, port = outs["dns_server"].split(":")
-    dns_record.upsert(server, int(port), tsig, outs["domain"], "@", "MX", ["10 evil.elsewhere.test."], 300)
+    rfc2136.upsert(server, int(port), tsig, outs["domain"], "@", "MX", ["10 evil.elsewhere.test."], 300)
     refresh = stack.run("refresh", "--yes", "--diff")
     assert "evil.elsewhere.test" in refresh.stdout
     stack.run("up", "--yes", "--skip-preview")
-    assert dns_record.read(server, int(port), outs["domain"], "@", "MX")[0] == [f"10 {outs['fqdn']}."]
+    assert rfc2136.read(server, int(port), outs["domain"], "@", "MX")[0] == [f"10 {outs['fqdn']}."]
 
 
 def test_adding_a_user_previews_exactly_that_and_applies_without_a_new_host(stack, outs):

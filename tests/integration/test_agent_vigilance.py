@@ -21,7 +21,7 @@ from test_agent_mail import HELO, OUTSIDER, message, password  # noqa: E402
 
 from agent import keys  # noqa: E402
 from tests import mailclient  # noqa: E402
-from components import dns_record  # noqa: E402
+from localcloud import rfc2136  # noqa: E402
 from localcloud import dns  # noqa: E402
 
 pytestmark = [
@@ -51,10 +51,10 @@ class Ctx:
         self.rev_zone = dns.reverse_zone_v4(str(d.bridge.ipv4.network))
 
     def upsert(self, zone, name, rtype, values):
-        dns_record.upsert(self.gw, 53, self.tsig, zone, name, rtype, values, 60)
+        rfc2136.upsert(self.gw, 53, self.tsig, zone, name, rtype, values, 60)
 
     def delete(self, zone, name, rtype):
-        dns_record.delete(self.gw, 53, self.tsig, zone, name, rtype)
+        rfc2136.delete(self.gw, 53, self.tsig, zone, name, rtype)
 
     def flush_dns(self) -> None:
         """Forget unbound's cached answers (positive and negative) so the next status sees the

@@ -18,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from components import dns_record
-from components.dns_record import DnsRecordError, DnsRecordProvider, Tsig
+from components.dns_record import DnsRecordProvider
+from localcloud import rfc2136
+from localcloud.rfc2136 import DnsRecordError, Tsig
 from localcloud import dns as localdns
 
 pytestmark = pytest.mark.integration
@@ -88,18 +89,18 @@ RECORDS = [
 @pytest.mark.parametrize("zone, name, rtype, first, second", RECORDS)
 def test_record_is_created_updated_and_deleted(server, zone, name, rtype, first, second):
     args = (IP, server.port, server.tsig, zone, name, rtype)
-    dns_record.upsert(*args, first, 60)
-    assert dns_record.read(IP, server.port, zone, name, rtype) == (dns_record.normalise(rtype, first), 60)
+    rfc2136.upsert(*args, first, 60)
+    assert rfc2136.read(IP, server.port, zone, name, rtype) == (rfc2136.normalise(rtype, first), 60)
 
-    dns_record.upsert(*args, second, 120)  # replaces the whole RRset, not adds to it
-    assert dns_record.read(IP, server.port, zone, name, rtype) == (dns_record.normalise(rtype, second), 120)
+    rfc2136.upsert(*args, second, 120)  # replaces the whole RRset, not adds to it
+    assert rfc2136.read(IP, server.port, zone, name, rtype) == (rfc2136.normalise(rtype, second), 120)
 
-    dns_record.delete(*args)
-    assert dns_record.read(IP, server.port, zone, name, rtype) is None
+    rfc2136.delete(*args)
+    assert rfc2136.read(IP, server.port, zone, name, rtype) is None
 
 
 def test_deleting_a_missing_record_is_not_an_error(server):
-    dns_record.delete(IP, server.port, server.tsig, DOMAIN, "never-existed", "A")
+    rfc2136.delete(IP, server.port, server.tsig, DOMAIN, "never-existed", "A")
 
 
 @pytest.fixture(scope="module")
@@ -114,21 +115,21 @@ def dkim_key():
 
 def test_dkim_key_is_served_as_255_byte_strings_and_reads_back_whole(server, dkim_key):
     _, txt = dkim_key
-    dns_record.upsert(IP, server.port, server.tsig, DOMAIN, "s1._domainkey", "TXT", [txt], 60)
+    rfc2136.upsert(IP, server.port, server.tsig, DOMAIN, "s1._domainkey", "TXT", [txt], 60)
 
-    assert dns_record.read(IP, server.port, DOMAIN, "s1._domainkey", "TXT") == ([txt], 60)
+    assert rfc2136.read(IP, server.port, DOMAIN, "s1._domainkey", "TXT") == ([txt], 60)
     (rdata,) = query(server, f"s1._domainkey.{DOMAIN}", "TXT").answer[0]
     assert len(rdata.strings) == 2 and all(len(s) <= 255 for s in rdata.strings)
 
 
 def test_dkim_signature_verifies_against_the_served_key(server, dkim_key):
     private, txt = dkim_key
-    dns_record.upsert(IP, server.port, server.tsig, DOMAIN, "s2._domainkey", "TXT", [txt], 60)
+    rfc2136.upsert(IP, server.port, server.tsig, DOMAIN, "s2._domainkey", "TXT", [txt], 60)
     message = b"From: a@example-mail.test\r\nTo: b@elsewhere.test\r\nSubject: hi\r\n\r\nhello\r\n"
     signed = dkim.sign(message, b"s2", DOMAIN.encode(), private, include_headers=[b"from", b"to", b"subject"])
 
     def from_our_server(name, timeout=5):  # dkimpy asks this instead of a resolver
-        found = dns_record.read(IP, server.port, DOMAIN, name.decode().rstrip("."), "TXT")
+        found = rfc2136.read(IP, server.port, DOMAIN, name.decode().rstrip("."), "TXT")
         return found[0][0].encode() if found else None
 
     assert dkim.verify(signed + message, dnsfunc=from_our_server)
@@ -143,8 +144,8 @@ def test_update_without_the_stack_key_is_refused(server, tsig, refusal):
     if tsig == "wrong-secret":
         tsig = server.tsig._replace(secret="c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=")
     with pytest.raises(DnsRecordError, match=refusal):
-        dns_record.upsert(IP, server.port, tsig, DOMAIN, "intruder", "A", ["10.77.5.66"], 60)
-    assert dns_record.read(IP, server.port, DOMAIN, "intruder", "A") is None
+        rfc2136.upsert(IP, server.port, tsig, DOMAIN, "intruder", "A", ["10.77.5.66"], 60)
+    assert rfc2136.read(IP, server.port, DOMAIN, "intruder", "A") is None
 
 
 def nsupdate(server: Server, script: str) -> None:
@@ -154,9 +155,9 @@ def nsupdate(server: Server, script: str) -> None:
 
 
 def test_record_changed_by_hand_is_seen_by_read(server):
-    dns_record.upsert(IP, server.port, server.tsig, DOMAIN, "drift", "A", ["10.77.5.20"], 60)
+    rfc2136.upsert(IP, server.port, server.tsig, DOMAIN, "drift", "A", ["10.77.5.20"], 60)
     nsupdate(server, f"update delete drift.{DOMAIN} A\nupdate add drift.{DOMAIN} 300 A 10.77.5.99")
-    assert dns_record.read(IP, server.port, DOMAIN, "drift", "A") == (["10.77.5.99"], 300)
+    assert rfc2136.read(IP, server.port, DOMAIN, "drift", "A") == (["10.77.5.99"], 300)
 
 
 @pytest.fixture
@@ -177,14 +178,14 @@ def test_provider_read_reports_drift_and_a_vanished_record(server, provider_prop
     assert provider.diff(created.id, drifted.outs, provider_props).changes  # `up` would restore it
 
     provider.update(created.id, drifted.outs, provider_props)
-    assert dns_record.read(IP, server.port, DOMAIN, "prov", "A") == (["10.77.5.30"], 60)
+    assert rfc2136.read(IP, server.port, DOMAIN, "prov", "A") == (["10.77.5.30"], 60)
 
     provider.delete(created.id, created.outs)
     assert provider.read(created.id, created.outs).id == ""  # refresh drops it from the state
 
 
 def test_provider_read_forgets_a_record_whose_server_is_gone(provider_props, monkeypatch):
-    monkeypatch.setattr(dns_record, "TIMEOUT", 0.5)
+    monkeypatch.setattr(rfc2136, "TIMEOUT", 0.5)
     gone = {**provider_props, "port": free_port(IP)}  # nothing listens there
     assert DnsRecordProvider().read(f"prov.{DOMAIN}./A", gone).id == ""
 
