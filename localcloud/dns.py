@@ -2,88 +2,54 @@
 
 It serves the mail domain, its reverse zones, a test DNSBL and "elsewhere" (the rest of the
 internet, whose MX is the sink). Records are changed by RFC 2136 UPDATE signed with a per-stack
-TSIG key, through the same client as the stack's records (localcloud/rfc2136.py).
+TSIG key, through the same client as the stack's records (localcloud/rfc2136.py); extra keys
+may hold narrow grants (e.g. one ACME challenge TXT name).
+start() runs a fresh server serving exactly its spec; reconfigure() changes the zones and keys
+of a running one in place, keeping every record added by UPDATE (named.conf is rewritten, zone
+files are only ever created, never rewritten, and journals are kept).
 It binds to one address only and neither recurses nor forwards: nothing leaves the machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
-import re
+import secrets
+import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
-import dns.rdatatype
 
-from . import process, rfc2136
+from . import dns_config, process, rfc2136
+# Re-exported: callers build specs through this module (components/local_cloud.py does).
+from .dns_config import (TTL, DnsServerError, Grant, KeySpec, ZoneSpec,  # noqa: F401
+                         local_zones, reverse_zone_v4, reverse_zone_v6)
 
-
-TTL = 60  # low, so tests and a redeploy see changes quickly
-NEGATIVE_TTL = 30  # SOA minimum: how long a "no such record" may be cached
-START_TIMEOUT = 15.0
+START_TIMEOUT = 15.0  # also bounds a reconfigure
 STOP_TIMEOUT = 10.0
-
-
-class DnsServerError(Exception):
-    """named could not be configured, started or stopped; carries the tool's own message."""
-
-
-@dataclass(frozen=True)
-class ZoneSpec:
-    origin: str  # "example-mail.test"
-    # Initial records as zone-file text, e.g. ("@", "MX", "10 mx.elsewhere.test.")
-    records: tuple[tuple[str, str, str], ...] = field(default=())
 
 
 class DnsServerStatus(NamedTuple):
     running: bool
     pid: Optional[int]
     address: Optional[str]  # "IP:port"
+    zones: tuple[str, ...] = ()  # origins in the current named.conf
+    keys: tuple[KeySpec, ...] = ()  # extra keys (the stack key is always there)
 
 
-def reverse_zone_v4(network: str) -> str:
-    """"10.77.5.0/24" -> "5.77.10.in-addr.arpa" (only whole octets delegate cleanly)."""
-    net = ipaddress.IPv4Network(network)
-    if net.prefixlen % 8:
-        raise DnsServerError(f"{network}: an IPv4 reverse zone needs a /8, /16 or /24")
-    octets = str(net.network_address).split(".")[: net.prefixlen // 8]
-    return ".".join(reversed(octets)) + ".in-addr.arpa"
-
-
-def reverse_zone_v6(network: str) -> str:
-    """"fd12:3456:789a:1::/64" -> nibble-format zone under ip6.arpa."""
-    net = ipaddress.IPv6Network(network)
-    if net.prefixlen % 4:
-        raise DnsServerError(f"{network}: an IPv6 reverse zone needs a prefix length divisible by 4")
-    nibbles = net.network_address.exploded.replace(":", "")[: net.prefixlen // 4]
-    return ".".join(reversed(nibbles)) + ".ip6.arpa"
-
-
-def local_zones(domain: str, ipv4_network: str, ipv6_network: str, sink_ip: str,
-                dnsbl: str = "dnsbl.test", elsewhere: str = "elsewhere.test") -> list[ZoneSpec]:
-    """The zones the local stack needs; the stack's own records come later, by UPDATE."""
-    return [
-        ZoneSpec(domain),
-        ZoneSpec(reverse_zone_v4(ipv4_network)),
-        ZoneSpec(reverse_zone_v6(ipv6_network)),
-        ZoneSpec(dnsbl),
-        ZoneSpec(elsewhere, (("@", "MX", f"10 mx.{elsewhere}."), ("mx", "A", sink_ip))),
-    ]
-
-
-def start(state_dir: Union[str, Path], listen_ipv4: str, port: int, zones: list[ZoneSpec],
-          tsig_name: str, ns_name: Optional[str] = None) -> int:
-    """Write config, key and zones into state_dir, start named, wait until it answers: its PID.
+def start(state_dir: Union[str, Path], listen_ipv4: str, port: int, zones: Sequence[ZoneSpec],
+          tsig_name: str, ns_name: Optional[str] = None, keys: Sequence[KeySpec] = ()) -> int:
+    """Write config, keys and zones into state_dir, start named, wait until it answers: its PID.
 
     listen_ipv4 must sit on an interface: 127.0.0.1 in tests, the stack's bridge address.
 
@@ -95,26 +61,75 @@ def start(state_dir: Union[str, Path], listen_ipv4: str, port: int, zones: list[
     if status(state).running:
         raise DnsServerError(f"named already runs for {state} (pid {status(state).pid}); "
                              "stop it first")
+    if not zones:
+        raise DnsServerError("start needs at least one zone (its NS name defaults from the first)")
     _check_listen_address(listen_ipv4, port)
-    ns_name = (ns_name or f"ns.{zones[0].origin}").rstrip(".")
-    _ensure_tsig_key(state, tsig_name)
-    conf = state / "named.conf"
-    conf.write_text(_named_conf(state, listen_ipv4, port, zones, tsig_name))
-    _check(["named-checkconf", str(conf)], "named-checkconf")
+    served = {"address": f"{listen_ipv4}:{port}", "tsig_name": tsig_name,
+              "ns_name": (ns_name or f"ns.{zones[0].origin}").rstrip(".")}
+    token = _configure(state, served, zones, keys, fresh=zones)
     for zone in zones:
-        zone_file = state / "zones" / f"{zone.origin}.zone"
-        zone_file.write_text(_zone_file(zone, ns_name, listen_ipv4))
-        Path(f"{zone_file}.jnl").unlink(missing_ok=True)
-        _check(["named-checkzone", "-q", zone.origin, str(zone_file)],
-               f"named-checkzone {zone.origin}")
-
-    (state / "named.json").write_text(json.dumps({"address": f"{listen_ipv4}:{port}",
-                                                   "zones": [z.origin for z in zones]}))
+        Path(f"{dns_config.zone_path(state, zone.origin)}.jnl").unlink(missing_ok=True)
+    _record(state, served, zones, keys)
+    log_start = _log_size(state)
     # -f: foreground, so the PID is named's own; -4: we listen on IPv4 only.
-    pid = process.spawn(["named", "-f", "-4", "-c", str(conf)], state / "named.out",
+    pid = process.spawn(["named", "-f", "-4", "-c", str(state / "named.conf")], state / "named.out",
                         state / "named.pid")
-    _wait_until_serving(pid, state, listen_ipv4, port, zones[0].origin)
+    try:
+        _wait_until_serving(pid, state, served["address"], token, zones, (), log_start)
+    except DnsServerError:
+        stop(pid)
+        raise
     return pid
+
+
+def reconfigure(state_dir: Union[str, Path], zones: Sequence[ZoneSpec],
+                keys: Sequence[KeySpec] = ()) -> None:
+    """Make the running server serve exactly `zones` and trust exactly `keys` (beside the stack
+    key), without a restart and without losing a record added by UPDATE.
+
+    Zones new to it get a zone file; existing zone files and journals are left as they are
+    (their ZoneSpec.records are not applied again). Removed zones stop being served; their files
+    stay. A config that named's tools or named itself reject raises DnsServerError and leaves
+    the running server and named.conf as they were.
+    """
+    state = Path(state_dir).resolve()
+    pid = _running_pid(state)
+    if pid is None:
+        raise DnsServerError(f"named does not run for {state}; start it first")
+    served = _served(state)
+    fresh = [z for z in zones if not dns_config.zone_path(state, z.origin).exists()]
+    old_conf = (state / "named.conf").read_text()
+    token = _configure(state, served, zones, keys, fresh)
+    # SIGHUP is `rndc reload` (there is no rndc channel, see named.conf): named rereads named.conf
+    # and reloads only zone files changed on disk; we change none, so updated zones keep their data.
+    log_start = _log_size(state)
+    os.kill(pid, signal.SIGHUP)
+    removed = [o for o in served["zones"] if o not in {z.origin for z in zones}]
+    try:
+        _wait_until_serving(pid, state, served["address"], token, zones, removed, log_start)
+    finally:
+        if _version(served["address"]) == token:  # named runs the new config
+            _record(state, served, zones, keys)
+        else:  # named kept the old config (or is gone): so does the disk
+            (state / "named.conf").write_text(old_conf)
+            for zone in fresh:  # created a moment ago and never served
+                dns_config.zone_path(state, zone.origin).unlink(missing_ok=True)
+
+
+def ensure(state_dir: Union[str, Path], listen_ipv4: str, port: int, zones: Sequence[ZoneSpec],
+           tsig_name: str, ns_name: Optional[str] = None, keys: Sequence[KeySpec] = ()) -> int:
+    """start() when named is not running; otherwise reconfigure() it when zones or keys differ.
+    Its PID. The address and the stack key of a running server cannot change in place."""
+    now = status(state_dir)
+    if not now.running:
+        return start(state_dir, listen_ipv4, port, zones, tsig_name, ns_name, keys)
+    served = _served(Path(state_dir).resolve())
+    if (served["address"], served["tsig_name"]) != (f"{listen_ipv4}:{port}", tsig_name):
+        raise DnsServerError(f"named for {state_dir} serves {served['address']} with key "
+                             f"{served['tsig_name']!r}; stop it to change address or stack key")
+    if now.zones != tuple(z.origin for z in zones) or now.keys != tuple(keys):
+        reconfigure(state_dir, zones, keys)
+    return now.pid
 
 
 def stop(target: Union[int, str, Path], timeout: float = STOP_TIMEOUT) -> bool:
@@ -134,19 +149,22 @@ def status(state_dir: Union[str, Path]) -> DnsServerStatus:
     state = Path(state_dir)
     pid = _running_pid(state)
     try:
-        address = json.loads((state / "named.json").read_text())["address"]
-    except (OSError, ValueError, KeyError):
-        address = None
-    return DnsServerStatus(pid is not None, pid, address)
+        served = json.loads((state / "named.json").read_text())
+    except (OSError, ValueError):
+        served = {}
+    keys = tuple(KeySpec(k["name"], tuple(Grant(g["zone"], g["name"], tuple(g["types"]))
+                                          for g in k["grants"])) for k in served.get("keys", ()))
+    return DnsServerStatus(pid is not None, pid, served.get("address"),
+                           tuple(served.get("zones", ())), keys)
 
 
-def read_tsig(state_dir: Union[str, Path]) -> rfc2136.Tsig:
-    """(name, algorithm, secret) of the key named trusts for updates."""
-    text = (Path(state_dir) / "tsig.key").read_text()
-    match = re.search(r'key\s+"([^"]+)"\s*{\s*algorithm\s+([\w-]+);\s*secret\s+"([^"]+)";', text)
-    if not match:
-        raise DnsServerError(f"{state_dir}/tsig.key: no key found; delete it to generate a new one")
-    return rfc2136.Tsig(*match.groups())
+def read_tsig(state_dir: Union[str, Path], name: Optional[str] = None) -> rfc2136.Tsig:
+    """(name, algorithm, secret) of the stack key, or of the extra key `name`."""
+    state = Path(state_dir)
+    stack_key = dns_config.read_key(state / "tsig.key")
+    if name is None or name == stack_key.name:
+        return stack_key
+    return dns_config.read_key(dns_config.key_path(state, name, stack_key.name))
 
 
 def dnsbl_list(server: str, port: int, tsig: rfc2136.Tsig, ip: str, zone: str = "dnsbl.test",
@@ -168,64 +186,30 @@ def _dnsbl_name(ip: str) -> str:
     return ".".join(reversed(str(ipaddress.IPv4Address(ip)).split(".")))
 
 
-def _ensure_tsig_key(state: Path, tsig_name: str) -> None:
-    key_file = state / "tsig.key"
-    if key_file.exists():  # kept: the stack's state and the key must keep matching
-        if read_tsig(state).name != tsig_name:
-            raise DnsServerError(f"{key_file} holds key {read_tsig(state).name!r}, not "
-                                 f"{tsig_name!r}; delete the file to generate a new key")
-        return
-    out = subprocess.run(["tsig-keygen", "-a", "hmac-sha256", tsig_name],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise DnsServerError(f"tsig-keygen: {out.stderr.strip()}")
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(out.stdout)
+def _configure(state: Path, served: dict, zones: Sequence[ZoneSpec], keys: Sequence[KeySpec],
+               fresh: Sequence[ZoneSpec]) -> str:
+    """Generate missing keys, then check and install config and `fresh` zone files: the token."""
+    for name in [served["tsig_name"], *(k.name for k in keys)]:
+        dns_config.ensure_key(dns_config.key_path(state, name, served["tsig_name"]), name)
+    ip, port = served["address"].rsplit(":", 1)
+    token = f"config-{secrets.token_hex(6)}"
+    conf = dns_config.named_conf(state, ip, int(port), zones, served["tsig_name"], keys, token)
+    dns_config.install(state, conf, {z.origin: dns_config.zone_file(z, served["ns_name"], ip)
+                                     for z in fresh})
+    return token
 
 
-def _named_conf(state: Path, ip: str, port: int, zones: list[ZoneSpec], tsig_name: str) -> str:
-    zone_blocks = "".join(
-        f'zone "{z.origin}" {{\n  type primary;\n  file "zones/{z.origin}.zone";\n'
-        f'  journal "zones/{z.origin}.zone.jnl";\n'
-        f'  update-policy {{ grant "{tsig_name}" zonesub ANY; }};\n}};\n' for z in zones)
-    return f"""# Generated by localcloud/dns.py; rewritten on every start.
-options {{
-  directory "{state}";
-  pid-file none;             # named.pid is ours: it also holds the start time (process.py)
-  session-keyfile "{state}/session.key";   # the default under /run/named may not exist here
-  managed-keys-directory "{state}";
-  listen-on port {port} {{ {ip}; }};
-  listen-on-v6 {{ none; }};
-  recursion no;              # authoritative only: never resolves names for anyone
-  forwarders {{ }};
-  allow-query {{ any; }};
-  allow-transfer {{ none; }};
-  notify no;
-  check-integrity no;        # records arrive one UPDATE at a time, in any order (an MX before its A)
-  dnssec-validation no;      # nothing is resolved, so no trust anchors are needed
-  version none; hostname none; server-id none;
-}};
-controls {{ }};              # no rndc channel: several instances must not fight over port 953
-include "{state}/tsig.key";
-logging {{
-  channel to_file {{ file "{state}/named.log" versions 2 size 5m; print-time yes; severity info; }};
-  category default {{ to_file; }};
-  category lame-servers {{ null; }};
-}};
-{zone_blocks}"""
+def _record(state: Path, served: dict, zones: Sequence[ZoneSpec], keys: Sequence[KeySpec]) -> None:
+    (state / "named.json").write_text(json.dumps({
+        **served, "zones": [z.origin for z in zones], "keys": [dataclasses.asdict(k) for k in keys]}))
 
 
-def _zone_file(zone: ZoneSpec, ns_name: str, ns_ip: str) -> str:
-    origin = zone.origin.rstrip(".") + "."
-    serial = int(time.time())
-    lines = [f"$ORIGIN {origin}", f"$TTL {TTL}",
-             f"@ IN SOA {ns_name}. hostmaster.{origin} {serial} 3600 600 86400 {NEGATIVE_TTL}",
-             f"@ IN NS {ns_name}."]
-    if (ns_name + ".").endswith("." + origin) or ns_name + "." == origin:
-        lines.append(f"{ns_name}. IN A {ns_ip}")  # glue for a name server inside this zone
-    lines += [f"{name} IN {rtype} {value}" for name, rtype, value in zone.records]
-    return "\n".join(lines) + "\n"
+def _served(state: Path) -> dict:
+    """named.json; a server started before it held tsig_name and ns_name gets today's defaults."""
+    served = json.loads((state / "named.json").read_text())
+    served.setdefault("tsig_name", dns_config.read_key(state / "tsig.key").name)
+    served.setdefault("ns_name", f"ns.{served['zones'][0]}".rstrip("."))
+    return served
 
 
 def _check_listen_address(ip: str, port: int) -> None:
@@ -243,29 +227,69 @@ def _check_listen_address(ip: str, port: int) -> None:
                                      "pick another port") from err
 
 
-def _check(cmd: list[str], tool: str) -> None:
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode:
-        raise DnsServerError(f"{tool} failed: {(out.stdout + out.stderr).strip()}")
-
-
-def _wait_until_serving(pid: int, state: Path, ip: str, port: int, zone: str) -> None:
-    """Bounded poll until named answers the first zone's SOA authoritatively."""
-    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+def _wait_until_serving(pid: int, state: Path, address: str, token: str,
+                        zones: Sequence[ZoneSpec], removed: Sequence[str], log_start: int) -> None:
+    """Bounded poll until named runs the config with `token`, answers every zone's SOA
+    authoritatively and no longer answers for the removed zones (named.log read from log_start)."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not process.is_alive(pid):
             raise DnsServerError(f"named exited: {_log_tail(state)}")
-        try:
-            answer = dns.query.udp(query, ip, port=port, timeout=0.3)
-            if answer.rcode() == dns.rcode.NOERROR and answer.answer:
-                return
-        except (OSError, dns.exception.DNSException):
-            pass
+        rejected = _reload_failure(state, log_start)
+        if rejected:
+            raise DnsServerError(f"named rejected the new config: {rejected}")
+        if (_version(address) == token and all(_authoritative(address, z.origin) for z in zones)
+                and not any(_authoritative(address, origin) for origin in removed)):
+            return
         time.sleep(0.1)
-    stop(pid)
-    raise DnsServerError(f"named did not answer on {ip}:{port} within {START_TIMEOUT}s: "
+    raise DnsServerError(f"named did not serve its zones on {address} within {START_TIMEOUT}s: "
                          f"{_log_tail(state)}")
+
+
+def _ask(address: str, name: str, rdtype: str, rdclass: str = "IN") -> Optional[dns.message.Message]:
+    ip, port = address.rsplit(":", 1)
+    query = dns.message.make_query(name, rdtype, rdclass)
+    query.flags &= ~dns.flags.RD
+    try:
+        return dns.query.udp(query, ip, port=int(port), timeout=0.3)
+    except (OSError, dns.exception.DNSException):
+        return None
+
+
+def _authoritative(address: str, origin: str) -> bool:
+    answer = _ask(address, origin, "SOA")
+    return bool(answer and answer.rcode() == dns.rcode.NOERROR and answer.answer
+                and answer.flags & dns.flags.AA)
+
+
+def _version(address: str) -> Optional[str]:
+    """The token of the config named runs (named.conf sets it as the version.bind answer)."""
+    answer = _ask(address, "version.bind", "TXT", "CH")
+    try:
+        return answer.answer[0][0].strings[0].decode() if answer else None
+    except (IndexError, AttributeError):
+        return None
+
+
+def _log_size(state: Path) -> int:
+    try:
+        return (state / "named.log").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _reload_failure(state: Path, start: int) -> Optional[str]:
+    """named's own words when it refused a config (it then keeps running the old one)."""
+    try:
+        with open(state / "named.log", "rb") as log:
+            log.seek(start if start <= os.fstat(log.fileno()).st_size else 0)  # 0: rotated
+            lines = log.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for i, line in enumerate(lines):
+        if "reloading configuration failed" in line:
+            return " / ".join(lines[max(0, i - 3): i + 1])
+    return None
 
 
 def _log_tail(state: Path, lines: int = 15) -> str:

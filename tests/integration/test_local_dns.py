@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components.dns_record import DnsRecordProvider
-from localcloud import rfc2136
+from localcloud import dns_config, process, rfc2136
 from localcloud.rfc2136 import DnsRecordError, Tsig
 from localcloud import dns as localdns
+from localcloud.dns import DnsServerError, Grant, KeySpec, ZoneSpec
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +54,13 @@ def free_port(ip: str) -> int:
     raise RuntimeError("no free port")
 
 
+ZONES = localdns.local_zones(DOMAIN, V4_NET, V6_NET, sink_ip="127.0.0.1")
+
+
 def start_server(request, state: Path) -> Server:
     request.addfinalizer(lambda: localdns.stop(state))  # registered first: runs even if start fails
     port = free_port(IP)
-    zones = localdns.local_zones(DOMAIN, V4_NET, V6_NET, sink_ip="127.0.0.1")
+    zones = ZONES
     pid = localdns.start(state, IP, port, zones, tsig_name="bpm-test")
     return Server(state, port, localdns.read_tsig(state), pid)
 
@@ -232,3 +236,131 @@ def test_stop_leaves_no_process(request, tmp_path):
     assert not localdns.status(tmp_path).running
     assert not Path(f"/proc/{started.pid}").exists()
     assert not localdns.stop(tmp_path)  # idempotent: nothing left to stop
+
+
+# Reconfiguring a running server: each test gets its own, since it changes what is served.
+
+def serves(server: Server, zone: str) -> bool:
+    answer = query(server, zone, "SOA")
+    return answer.rcode() == dns.rcode.NOERROR and bool(answer.answer)
+
+
+def same_process(server: Server, started_at: int) -> bool:
+    return localdns.status(server.state).pid == server.pid and process.start_time(server.pid) == started_at
+
+
+def test_adding_a_zone_keeps_every_updated_record_and_the_process(request, tmp_path, dkim_key):
+    srv = start_server(request, tmp_path)
+    started_at = process.start_time(srv.pid)
+    added = [(DOMAIN, "mail", "A", ["10.77.5.10"]), (DOMAIN, "s1._domainkey", "TXT", [dkim_key[1]]),
+             (V4_ZONE, "10", "PTR", ["mail.example-mail.test."])]
+    for zone, name, rtype, values in added:
+        rfc2136.upsert(IP, srv.port, srv.tsig, zone, name, rtype, values, 60)
+    zone_file = dns_config.zone_path(tmp_path, DOMAIN)
+    before = zone_file.read_bytes()
+
+    localdns.reconfigure(tmp_path, [*ZONES, ZoneSpec("added.test", (("www", "A", "10.77.5.40"),))])
+
+    assert same_process(srv, started_at)  # reloaded, not restarted
+    for zone, name, rtype, values in added:
+        assert rfc2136.read(IP, srv.port, zone, name, rtype) == (rfc2136.normalise(rtype, values), 60)
+    assert zone_file.read_bytes() == before and Path(f"{zone_file}.jnl").exists()
+    assert rfc2136.read(IP, srv.port, "added.test", "www", "A") == (["10.77.5.40"], 60)
+    rfc2136.upsert(IP, srv.port, srv.tsig, "added.test", "mx", "A", ["10.77.5.41"], 60)  # stack key
+    assert "added.test" in localdns.status(tmp_path).zones
+
+
+ACME_NAME = f"_acme-challenge.mail.{DOMAIN}."
+ACME = KeySpec("acme-mail", (Grant(DOMAIN, ACME_NAME, ("TXT",)),))
+
+
+def test_extra_key_may_write_exactly_its_one_txt_name(request, tmp_path):
+    srv = start_server(request, tmp_path)
+    started_at = process.start_time(srv.pid)
+    localdns.reconfigure(tmp_path, ZONES, [ACME])
+    acme = localdns.read_tsig(tmp_path, "acme-mail")
+    assert acme.name == "acme-mail" and acme.secret != srv.tsig.secret
+    assert (tmp_path / "keys" / "acme-mail.key").stat().st_mode & 0o777 == 0o600
+
+    rfc2136.upsert(IP, srv.port, acme, DOMAIN, ACME_NAME, "TXT", ["token-1"], 60)
+    assert rfc2136.read(IP, srv.port, DOMAIN, ACME_NAME, "TXT") == (["token-1"], 60)
+    for zone, name, rtype, value in [(DOMAIN, f"_acme-challenge.www.{DOMAIN}.", "TXT", "x"),
+                                     (DOMAIN, "@", "TXT", "v=spf1 +all"), (DOMAIN, ACME_NAME, "A", "10.77.5.66"),
+                                     (DOMAIN, f"x.{ACME_NAME}", "TXT", "x"), (V4_ZONE, "66", "PTR", "evil.test.")]:
+        with pytest.raises(DnsRecordError, match="REFUSED"):
+            rfc2136.upsert(IP, srv.port, acme, zone, name, rtype, [value], 60)
+        assert rfc2136.read(IP, srv.port, zone, name, rtype) is None
+    rfc2136.delete(IP, srv.port, acme, DOMAIN, ACME_NAME, "TXT")  # an ACME client cleans up
+    assert rfc2136.read(IP, srv.port, DOMAIN, ACME_NAME, "TXT") is None
+
+    rfc2136.upsert(IP, srv.port, srv.tsig, DOMAIN, "mail", "A", ["10.77.5.10"], 60)  # stack key: all
+    assert localdns.status(tmp_path).keys == (ACME,) and same_process(srv, started_at)
+
+    localdns.reconfigure(tmp_path, ZONES)  # the key is dropped: named no longer knows it
+    with pytest.raises(DnsRecordError, match="NOTAUTH"):
+        rfc2136.upsert(IP, srv.port, acme, DOMAIN, ACME_NAME, "TXT", ["token-2"], 60)
+    localdns.reconfigure(tmp_path, ZONES, [ACME])  # generated once: back with the same secret
+    assert localdns.read_tsig(tmp_path, "acme-mail") == acme
+
+
+@pytest.mark.parametrize("zones, keys, message", [
+    ([*ZONES, ZoneSpec("bad..name")], [], "not a valid name"),
+    (ZONES, [KeySpec("acme-mail", (Grant(DOMAIN, ACME_NAME, ("NOTATYPE",)),))], "not a valid type"),
+    ([*ZONES, ZoneSpec("broken.test", (("www", "A", "not-an-address"),))], [], "bad dotted quad"),
+], ids=["invalid-zone-name", "invalid-record-type", "invalid-zone-record"])
+def test_bad_reconfigure_leaves_the_server_as_it_was(request, tmp_path, zones, keys, message):
+    srv = start_server(request, tmp_path)
+    rfc2136.upsert(IP, srv.port, srv.tsig, DOMAIN, "mail", "A", ["10.77.5.10"], 60)
+    conf, served = (tmp_path / "named.conf").read_text(), localdns.status(tmp_path)
+
+    with pytest.raises(DnsServerError, match=message):  # named's tools' own words
+        localdns.reconfigure(tmp_path, zones, keys)
+
+    assert (tmp_path / "named.conf").read_text() == conf and localdns.status(tmp_path) == served
+    assert sorted(p.name for p in (tmp_path / "zones").iterdir() if not p.name.endswith(".jnl")) == \
+        sorted(f"{z.origin}.zone" for z in ZONES)
+    assert all(serves(srv, z.origin) for z in ZONES)
+    assert rfc2136.read(IP, srv.port, DOMAIN, "mail", "A") == (["10.77.5.10"], 60)
+
+
+def test_config_named_itself_rejects_is_rolled_back(request, tmp_path, monkeypatch):
+    srv = start_server(request, tmp_path)
+    conf = (tmp_path / "named.conf").read_text()
+    monkeypatch.setattr(dns_config, "_check", lambda *_: None)  # as if the checks had missed it
+
+    with pytest.raises(DnsServerError, match="rejected the new config.*not a valid name"):
+        localdns.reconfigure(tmp_path, [*ZONES, ZoneSpec("bad..name")])
+
+    assert (tmp_path / "named.conf").read_text() == conf
+    assert not dns_config.zone_path(tmp_path, "bad..name").exists()
+    assert localdns.status(tmp_path).pid == srv.pid and all(serves(srv, z.origin) for z in ZONES)
+
+
+def test_removed_zone_is_no_longer_served_and_comes_back_with_its_records(request, tmp_path):
+    srv = start_server(request, tmp_path)
+    localdns.dnsbl_list(IP, srv.port, srv.tsig, "1.2.3.4")
+    kept = [z for z in ZONES if z.origin != "dnsbl.test"]
+
+    localdns.reconfigure(tmp_path, kept)
+    assert query(srv, "dnsbl.test", "SOA").rcode() == dns.rcode.REFUSED
+    assert all(serves(srv, z.origin) for z in kept) and "dnsbl.test" not in localdns.status(tmp_path).zones
+    assert dns_config.zone_path(tmp_path, "dnsbl.test").exists()  # its file stays
+
+    localdns.reconfigure(tmp_path, ZONES)  # file and journal were kept, so the listing is back
+    assert rfc2136.read(IP, srv.port, "dnsbl.test", "4.3.2.1", "A") == (["127.0.0.2"], 60)
+
+
+def test_reconfigure_needs_a_running_server(tmp_path):
+    with pytest.raises(DnsServerError, match="does not run"):
+        localdns.reconfigure(tmp_path, ZONES)
+
+
+def test_ensure_starts_then_reconfigures_in_place(request, tmp_path):
+    request.addfinalizer(lambda: localdns.stop(tmp_path))
+    port = free_port(IP)
+    pid = localdns.ensure(tmp_path, IP, port, ZONES, "bpm-test")
+    assert localdns.ensure(tmp_path, IP, port, ZONES, "bpm-test") == pid  # nothing to change
+    assert localdns.ensure(tmp_path, IP, port, ZONES, "bpm-test", keys=[ACME]) == pid
+    assert localdns.status(tmp_path).keys == (ACME,)
+    with pytest.raises(DnsServerError, match="stop it to change"):
+        localdns.ensure(tmp_path, IP, free_port(IP), ZONES, "bpm-test")
