@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 
+import pulumi
+
 from agent import spec as agent_spec
-from components.config import StackConfig
 
 # Placeholders that satisfy the agent's checks when validating the readable part at preview.
 _PLACEHOLDER_HASH = "{SHA512-CRYPT}$6$rounds=5000$placeholder$" + "x" * 86
 _PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE KEY-----\n"
 
 
-def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[str],
+def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
                 stub_zones: list[dict] | None = None, public_ip_nat: bool = False) -> dict:
     """The readable spec; raises agent SpecError (every problem listed) if the agent would refuse it.
 
@@ -54,6 +55,13 @@ def public_spec(cfg: StackConfig, ipv4: str, ipv6: str | None, forwarders: list[
         spec["features"] = {"public_ip_nat": True}
     validate(spec)
     return spec
+
+
+def host_spec_json(cfg, ipv4, ipv6, resolver, public_ip_nat: bool = False) -> pulumi.Output:
+    """The agent's readable spec as canonical JSON. `resolver` ("IP:port") is what the host's
+    unbound forwards to; `public_ip_nat`: the cloud translates the public addresses."""
+    return pulumi.Output.all(ipv4, ipv6, resolver).apply(lambda a: to_json(public_spec(
+        cfg, a[0], a[1], [a[2].replace(":", "@")], public_ip_nat=public_ip_nat)))
 
 
 def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str) -> dict:

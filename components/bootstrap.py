@@ -1,12 +1,13 @@
 """Bootstrap: the agent and its spec, first boot through user-data, later runs over SSH.
 
 The readable spec and the secrets are separate inputs, so a preview says which spec field
-changed while the keys and hashes show only as [secret]. A run is triggered by the hash of the
-spec and of the agent zipapp (the run id) or by a new host; anything else is a no-op.
+changed while the keys and hashes show only as [secret]; the agent itself shows as its sha256
+(the provider builds the zipapp from this checkout and checks it is that one). A run is
+triggered by the hash of the spec and of the agent zipapp (the run id) or by a new host;
+anything else is a no-op.
 """
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import pathlib
@@ -40,20 +41,24 @@ class _AgentRunProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=[])
 
     def _run(self, props):
-        import base64 as b64
-        from components import agent_deploy
+        from components import agent_deploy, bootstrap
 
+        zipapp = bootstrap.agent_zipapp()
+        if hashlib.sha256(zipapp).hexdigest() != props["agent_sha256"]:
+            raise agent_deploy.AgentRunError(
+                "the agent in this checkout changed since the program ran (another sha256 than "
+                "the one previewed); run `pulumi up` again")
         target = agent_deploy.Target(props["host"], props["ssh_private_key"],
                                      known_hosts=props["known_hosts"], user=props.get("user", "root"))
-        report = agent_deploy.deploy(target, props["spec_json"], props["secrets_json"],
-                                     b64.b64decode(props["zipapp_b64"]), props["run_id"],
-                                     props["boot_run_id"])
+        report = agent_deploy.deploy(target, props["spec_json"], props["secrets_json"], zipapp,
+                                     props["run_id"], props["boot_run_id"])
         steps = report.get("steps", [])
         return {**props, "changed_steps": sorted(s["name"] for s in steps if s.get("changed")),
                 "dkim_txt": (report.get("dkim") or {}).get("txt"), "versions": report.get("versions", {})}
 
 
-class AgentRun(Resource):
+class AgentRun(Resource, module="agent", name="AgentRun"):
+    """One applied run of the agent on the host (its report's changed steps, DKIM record)."""
     changed_steps: pulumi.Output[list]
     dkim_txt: pulumi.Output[str]
 
@@ -87,11 +92,12 @@ class Bootstrap(pulumi.ComponentResource):
             "ssh_private_key": pulumi.Output.secret(args.ssh_private_key),
             "known_hosts": args.known_hosts, "spec_json": args.spec_json,
             "secrets_json": pulumi.Output.secret(args.secrets_json), "secrets_hash": secrets_hash,
-            "zipapp_b64": base64.b64encode(zipapp).decode(), "run_id": run_id,
+            "agent_sha256": hashlib.sha256(zipapp).hexdigest(), "run_id": run_id,
             "changed_steps": None, "dkim_txt": None, "versions": None,
             # only when not root: existing stacks keep exactly their inputs (no diff)
             **({"user": args.user} if args.user != "root" else {}),
         }, pulumi.ResourceOptions(parent=self, depends_on=args.after,
+                                  aliases=[pulumi.Alias(type_="pulumi-python:dynamic:Resource")],
                                   additional_secret_outputs=["ssh_private_key", "secrets_json"],
                                   custom_timeouts=pulumi.CustomTimeouts(create="25m", update="25m")))
         self.run_id = run_id

@@ -2,8 +2,8 @@
 
 No tls/random provider plugins exist on this machine, so these stand in for them. Each value is
 made in `create` only: an unchanged config never regenerates it, so a preview with nothing
-changed shows nothing. Providers stay small and import inside methods, because their code is
-serialized into the state and any change to it shows up as a diff.
+changed shows nothing. The provider classes are pickled into the state by reference: their
+module and names never change (tests/unit/test_state_contract.py).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class _KeyPairProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=False)
 
 
-class KeyPair(Resource):
+class KeyPair(Resource, module="keys", name="KeyPair"):
     """A key pair: `public_key` in the clear, `private_key` a secret.
 
     `rotation` is any string whose change makes a new pair (the DKIM selector, for example).
@@ -77,7 +77,7 @@ class _PasswordProvider(ResourceProvider):
         return DiffResult(changes=changed, replaces=["account"] if changed else [])
 
 
-class MailPassword(Resource):
+class MailPassword(Resource, module="keys", name="MailPassword"):
     """A mailbox password generated once; both the password and its hash are secrets."""
 
     password: pulumi.Output[str]

@@ -2,15 +2,19 @@
 
 Each is a small dynamic provider over the `localcloud` package (the one owner of these
 processes), with `read` telling the engine when the thing is gone, so `pulumi refresh` notices a
-container or server that an earlier session left behind and `up` brings it back. Providers
-import inside methods: their code is serialized into the state, and a change to it is a diff.
+container or server that an earlier session left behind and `up` brings it back.
+
+The provider classes are pickled into every stack's state by reference
+(`components.local_cloud._MachineProvider`...): refresh and delete load them from there, so
+their module and names never change (tests/unit/test_state_contract.py). They import inside
+methods, which keeps the provider process's start cheap.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 
 def _names(props: dict[str, Any]):
@@ -42,7 +46,7 @@ class _BridgeProvider(ResourceProvider):
         network.remove_bridge(_names(props))
 
 
-class Bridge(Resource):
+class Bridge(Resource, module="localcloud", name="Bridge"):
     """The stack's host-side bridge; `gateway`/`gateway6` are the host's addresses on it."""
 
     gateway: pulumi.Output[str]
@@ -51,6 +55,15 @@ class Bridge(Resource):
     def __init__(self, name: str, stack: str, checkout: str, opts=None):
         super().__init__(_BridgeProvider(), name, {"stack": stack, "checkout": checkout,
                                                    "gateway": None, "gateway6": None}, opts)
+
+
+_DNS_OUTS = ("url", "tsig_name", "tsig_algorithm", "tsig_secret")
+
+
+def _zones(props: dict, gateway_ip: str) -> list:
+    from localcloud import dns
+    z = props["zones"]
+    return dns.local_zones(z["domain"], z["subnet"], z["subnet6"], gateway_ip)
 
 
 class _ServiceProvider(ResourceProvider):
@@ -70,9 +83,7 @@ class _ServiceProvider(ResourceProvider):
             sink.start(state, str(gateway.ip), 25, str(ipaddress.ip_interface(gateway6).ip) if gateway6 else None)
             outs["url"] = f"smtp://{gateway.ip}:25"
         else:
-            z = props["zones"]
-            zones = dns.local_zones(z["domain"], z["subnet"], z["subnet6"], str(gateway.ip))
-            dns.start(state, str(gateway.ip), 53, zones, f"{names.stack_id}-key")
+            dns.start(state, str(gateway.ip), 53, _zones(props, str(gateway.ip)), f"{names.stack_id}-key")
             tsig = dns.read_tsig(state)
             outs.update(url=f"{gateway.ip}:53", tsig_name=tsig.name,
                         tsig_algorithm=tsig.algorithm, tsig_secret=tsig.secret)
@@ -88,7 +99,18 @@ class _ServiceProvider(ResourceProvider):
         return ReadResult(id_ if running else "", props)
 
     def diff(self, _id, olds, news):
-        return _replace_on(olds, news, ("stack", "checkout", "kind", "gateway", "gateway6", "zones"))
+        # New zones are served by the running server, reloaded in place: its records stay.
+        replace = _replace_on(olds, news, ("stack", "checkout", "kind", "gateway", "gateway6"))
+        if replace.replaces or olds.get("zones") == news.get("zones"):
+            return replace
+        return DiffResult(changes=True, replaces=[])
+
+    def update(self, _id, olds, news):
+        import ipaddress
+        from localcloud import dns
+        names, gateway = _names(news), ipaddress.ip_interface(news["gateway"])
+        dns.reconfigure(names.runtime_dir / "dns", _zones(news, str(gateway.ip)))
+        return UpdateResult(outs={**olds, **news, **{k: olds[k] for k in _DNS_OUTS if k in olds}})
 
     def delete(self, _id, props):
         from localcloud import aptproxy, dns, sink
@@ -98,29 +120,44 @@ class _ServiceProvider(ResourceProvider):
          "dns": lambda: dns.stop(state)}[props["kind"]]()
 
 
-class HostService(Resource):
-    """A daemon on the stack's bridge address: the DNS server, the package proxy or the sink."""
+class _HostService(Resource):
+    """A daemon on the stack's bridge address (one type per kind, so a preview names it)."""
 
     url: pulumi.Output[str]
+    kind = ""
+
+    def __init__(self, name: str, stack: str, checkout: str, gateway: pulumi.Input[str],
+                 opts=None, **props):
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["tsig_secret"]))
+        super().__init__(_ServiceProvider(), name, {
+            "kind": self.kind, "stack": stack, "checkout": checkout, "gateway": gateway,
+            "zones": None, **props, "url": None, "tsig_name": None, "tsig_algorithm": None,
+            "tsig_secret": None}, opts)
+
+
+class DnsServer(_HostService, module="localcloud", name="DnsServer"):
+    """BIND 9, authoritative for the stack's zones; records by RFC 2136 with the stack's TSIG key."""
+    kind = "dns"
     tsig_name: pulumi.Output[str]
     tsig_algorithm: pulumi.Output[str]
     tsig_secret: pulumi.Output[str]
 
-    def __init__(self, name: str, kind: str, stack: str, checkout: str, gateway: pulumi.Input[str],
-                 zones: pulumi.Input[dict] | None = None, opts=None,
-                 gateway6: pulumi.Input[str] | None = None):
-        opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=["tsig_secret"]))
-        super().__init__(_ServiceProvider(), name, {
-            "kind": kind, "stack": stack, "checkout": checkout, "gateway": gateway, "zones": zones,
-            **({"gateway6": gateway6} if gateway6 is not None else {}),
-            "url": None, "tsig_name": None, "tsig_algorithm": None, "tsig_secret": None}, opts)
+
+class PackageProxy(_HostService, module="localcloud", name="PackageProxy"):
+    """The containers' only way to Debian's package registry."""
+    kind = "proxy"
+
+
+class SmtpSink(_HostService, module="localcloud", name="SmtpSink"):
+    """"The rest of the internet": the MX of elsewhere.test, keeping every message it gets."""
+    kind = "sink"
 
 
 class _MachineProvider(ResourceProvider):
     def create(self, props):
-        import base64
         import pathlib
+        from components import user_data
         from localcloud import container
 
         names = _names(props)
@@ -130,7 +167,7 @@ class _MachineProvider(ResourceProvider):
             names, props["host"], bridge=props["bridge"], ipv4=props["ipv4"], ipv6=props["ipv6"],
             nameserver=props["nameserver"], apt_proxy_url=props["apt_proxy_url"],
             authorized_keys=[props["ssh_public_key"]], hostname=props["fqdn"],
-            user_data=base64.b64decode(props["user_data"]),
+            user_data=user_data.compressed(props["spec_json"], props["boot_run_id"]),
             meta_data={"instance-id": props["instance_id"], "local-hostname": props["fqdn"]})
         container.wait_ssh(props["ipv4"].split("/")[0], timeout=120)
         return CreateResult(id_=names.machine(props["host"]), outs={**props})
@@ -140,8 +177,8 @@ class _MachineProvider(ResourceProvider):
         return ReadResult(id_ if container.status(_names(props), props["host"]) else "", props)
 
     def diff(self, _id, olds, news):
-        # user-data only matters at first boot; later changes are applied over SSH, never by
-        # rebuilding the host (the component also lists it in ignore_changes).
+        # The spec (user-data) only matters at first boot; later changes are applied over SSH,
+        # never by rebuilding the host.
         return _replace_on(olds, news, ("stack", "checkout", "host", "bridge", "ipv4", "ipv6",
                                         "ssh_public_key", "fqdn"))
 
@@ -150,8 +187,9 @@ class _MachineProvider(ResourceProvider):
         container.stop(_names(props), props["host"], destroy=True)
 
 
-class Machine(Resource):
-    """The VPS: a Debian 12 container booted with systemd, first boot by cloud-init."""
+class Machine(Resource, module="localcloud", name="Container"):
+    """The VPS: a Debian 12 container booted with systemd, first boot by cloud-init, whose
+    user-data is built from `spec_json` (readable in a preview) and `boot_run_id`."""
 
     instance_id: pulumi.Output[str]
     boot_run_id: pulumi.Output[str]

@@ -7,8 +7,6 @@ to a public resolver: DNSBLs block queries that come through shared resolvers.
 """
 from __future__ import annotations
 
-import ipaddress
-
 import dns.exception
 import dns.message
 import dns.query
@@ -17,15 +15,11 @@ import dns.rdatatype
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
+from agent.contract import dnsbl_query_name
+
 
 class ListedIpError(RuntimeError):
     pass
-
-
-def dnsbl_name(ip: str, zone: str) -> str:
-    """1.2.3.4 in zone z -> 4.3.2.1.z (IPv6: nibbles, as DNSBLs do)."""
-    rev = ipaddress.ip_address(ip).reverse_pointer
-    return rev.rsplit(".", 2)[0] + "." + zone.rstrip(".") + "."
 
 
 def _ask(name: str, rtype: str, resolver: str, port: int) -> list[str]:
@@ -43,7 +37,7 @@ def listings(ip: str, zones: list[str], resolver: str, port: int = 53) -> dict[s
     """{zone: listing text} for every zone that lists `ip` (A answer in 127.0.0.0/8)."""
     found = {}
     for zone in zones:
-        name = dnsbl_name(ip, zone)
+        name = dnsbl_query_name(ip, zone)
         answers = [a for a in _ask(name, "A", resolver, port) if a.startswith("127.")]
         if answers:
             found[zone] = "; ".join(_ask(name, "TXT", resolver, port)) or f"listed ({answers[0]})"
@@ -74,7 +68,7 @@ class _ReputationProvider(ResourceProvider):
         return {**props, "listed": sorted(found)}
 
 
-class ReputationCheck(Resource):
+class ReputationCheck(Resource, module="reputation", name="DnsblCheck"):
     """Fails the deploy when the host IP is on one of `zones` (unless allowed)."""
 
     listed: pulumi.Output[list]

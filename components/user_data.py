@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import json
 
-from components import agent_deploy as paths
+from agent import contract
 
 SECRETS_WAIT_S = 900
 
@@ -23,20 +23,20 @@ def run_id(spec_json: str, zipapp: bytes) -> str:
     return "run-" + digest.hexdigest()[:16]
 
 
-def document(spec_json: str, zipapp: bytes) -> str:
-    rid = run_id(spec_json, zipapp)
+def document(spec_json: str, rid: str) -> str:
+    """The cloud-config of run `rid` (run_id of this spec and the agent)."""
     wait_and_apply = (
-        f"chmod 0700 {paths.PENDING}; for i in $(seq {SECRETS_WAIT_S}); do "
-        f"[ -s {paths.SECRETS} ] && [ -x {paths.AGENT} ] && break; sleep 1; done; "
-        f"{paths.apply_command(rid)} > {paths.FIRSTBOOT_LOG} 2>&1"
+        f"chmod 0700 {contract.PENDING_DIR}; for i in $(seq {SECRETS_WAIT_S}); do "
+        f"[ -s {contract.PENDING_SECRETS} ] && [ -x {contract.AGENT} ] && break; sleep 1; done; "
+        f"{contract.apply_command(rid)} > {contract.FIRSTBOOT_LOG} 2>&1"
     )
     config = {
-        "write_files": [{"path": paths.SPEC, "permissions": "0600", "content": spec_json}],
+        "write_files": [{"path": contract.PENDING_SPEC, "permissions": "0600", "content": spec_json}],
         "runcmd": [["sh", "-c", wait_and_apply]],
     }
     # JSON is YAML; sorted keys keep the document byte-for-byte stable.
     return "#cloud-config\n" + json.dumps(config, sort_keys=True, indent=1) + "\n"
 
 
-def compressed(spec_json: str, zipapp: bytes) -> bytes:
-    return gzip.compress(document(spec_json, zipapp).encode(), mtime=0)
+def compressed(spec_json: str, rid: str) -> bytes:
+    return gzip.compress(document(spec_json, rid).encode(), mtime=0)

@@ -81,7 +81,7 @@ class _VerificationProvider(ResourceProvider):
         return {**props, "passed": result["passed"], "failed": 0}
 
 
-class Verification(Resource):
+class Verification(Resource, module="verification", name="InfraSuite"):
     passed: pulumi.Output[int]
     failed: pulumi.Output[int]
 

@@ -13,7 +13,6 @@ It binds to one address only and neither recurses nor forwards: nothing leaves t
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import os
 import secrets
@@ -29,6 +28,8 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+
+from agent.contract import dnsbl_query_name
 
 from . import dns_config, process, rfc2136
 # Re-exported: callers build specs through this module (components/local_cloud.py does).
@@ -170,20 +171,16 @@ def read_tsig(state_dir: Union[str, Path], name: Optional[str] = None) -> rfc213
 def dnsbl_list(server: str, port: int, tsig: rfc2136.Tsig, ip: str, zone: str = "dnsbl.test",
                reason: str = "listed by the local test DNSBL") -> None:
     """List an IPv4 address the way real DNSBLs do: A 127.0.0.2 and a TXT reason."""
-    name = _dnsbl_name(ip)
+    name = dnsbl_query_name(ip, zone)
     rfc2136.upsert(server, port, tsig, zone, name, "A", ["127.0.0.2"], TTL)
     rfc2136.upsert(server, port, tsig, zone, name, "TXT", [reason], TTL)
 
 
 def dnsbl_unlist(server: str, port: int, tsig: rfc2136.Tsig, ip: str,
                  zone: str = "dnsbl.test") -> None:
-    name = _dnsbl_name(ip)
+    name = dnsbl_query_name(ip, zone)
     rfc2136.delete(server, port, tsig, zone, name, "A")
     rfc2136.delete(server, port, tsig, zone, name, "TXT")
-
-
-def _dnsbl_name(ip: str) -> str:
-    return ".".join(reversed(str(ipaddress.IPv4Address(ip)).split(".")))
 
 
 def _configure(state: Path, served: dict, zones: Sequence[ZoneSpec], keys: Sequence[KeySpec],

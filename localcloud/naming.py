@@ -38,6 +38,17 @@ def cache_dir() -> Path:
     return Path(base) / "bulletproof-mail"
 
 
+def state_home() -> Path:
+    """The deploying machine's own state (XDG_STATE_HOME): known host keys and the like."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "bulletproof-mail"
+
+
+def deployer_state_dir(names: "StackNames") -> Path:
+    """Per-stack state of the machine that deploys it (any backend), e.g. its known_hosts."""
+    return state_home() / names.stack_id
+
+
 def runtime_root() -> Path:
     return Path(os.environ.get(RUNTIME_ROOT_ENV) or DEFAULT_RUNTIME_ROOT)
 

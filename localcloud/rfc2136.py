@@ -95,13 +95,15 @@ def delete(server: str, port: int, tsig: Optional[Tsig], zone: str, name: str, r
     _send(update, server, port, f"delete {rtype} {target}")
 
 
-def read(server: str, port: int, zone: str, name: str,
-         rtype: str) -> Optional[tuple[list[str], int]]:
-    """Ask the authoritative server itself (no resolver, no cache): (normalised values, ttl)."""
+def read(server: str, port: int, zone: str, name: str, rtype: str,
+         recursive: bool = False) -> Optional[tuple[list[str], int]]:
+    """Ask the authoritative server itself (no resolver, no cache): (normalised values, ttl).
+    `recursive`: ask a resolver instead (recursion desired)."""
     target = fqdn(zone, name)
     rdtype = dns.rdatatype.from_text(rtype.upper())
     query = dns.message.make_query(target, rdtype, use_edns=0, payload=1232)
-    query.flags &= ~dns.flags.RD  # an authoritative answer, not a recursive one
+    if not recursive:
+        query.flags &= ~dns.flags.RD  # an authoritative answer, not a recursive one
     try:
         response, _ = dns.query.udp_with_fallback(query, server, port=int(port), timeout=TIMEOUT)
     except (OSError, dns.exception.Timeout) as err:

@@ -8,8 +8,9 @@ import sys
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import rules  # noqa: E402  (beside this file: importable by the unit tests too)
+# The pack runs from policies/; its rules read the project's registry and contract.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from policies import rules  # noqa: E402
 
 PolicyPack(
     name="bulletproof-mail",

@@ -1,29 +1,23 @@
 """The rules of the policy pack, as plain functions over (type, name, props, stack, config).
 
-Kept apart from the pulumi_policy glue, so unit tests call them with a dict. The regions come
-from components/config.py: one list of Norwegian regions for config validation and policy.
+Kept apart from the pulumi_policy glue, so unit tests call them with a dict. What a resource
+says about its region and its open ports comes from the backend that declares it (the registry,
+components/backends.py); the ports allowed from agent/contract.py.
 """
 from __future__ import annotations
 
 import base64
 import json
-import pathlib
-import sys
 from typing import Any, Callable, Iterable, Mapping
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-from components.config import NORWEGIAN_REGIONS  # noqa: E402
+from agent import contract
+from components import backends
+from components.config import norwegian_regions
 
 PROJECT_NS = "bulletproof-mail"
-DYNAMIC = "pulumi-python:dynamic:Resource"
-SSH_PORT = 22
-MAIL_PORTS = (25, 465, 587, 993)
-HTTPS_PORT = 443  # only with MTA-STS (spec features.https)
 MIN_DKIM_BITS = 2048
 
 # The stack the engine configured the pack for: name and config (ConfigureStack). A pack run
@@ -78,60 +72,61 @@ def _known(props: Mapping, key: str) -> Any:
 
 # --- residency ------------------------------------------------------------------------------
 
+class _Known(Mapping):
+    """props, with a value not known yet (preview of a new resource) read as absent."""
+
+    def __init__(self, props: Mapping):
+        self._props = props
+
+    def __getitem__(self, key):
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key, default=None):
+        value = _wrap(_known(self._props, key))
+        return default if value is None else value
+
+    def __iter__(self):
+        return iter(self._props)
+
+    def __len__(self):
+        return len(self._props)
+
+
+def _wrap(value):
+    if isinstance(value, Mapping):
+        return _Known(value)
+    if isinstance(value, (list, tuple)):
+        return [_wrap(v) for v in value]
+    return value
+
+
 def host_region(rtype: str, props: Mapping) -> str | None:
-    """Where a host or IP resource stands: our hosts and OpenStack's carry `region`, Azure's a
-    `location`, UpCloud's a `zone`."""
-    if rtype == DYNAMIC or rtype.startswith("openstack:") or rtype.startswith("azure-native:"):
-        return _known(props, "region") or _known(props, "location")
-    if rtype.startswith("upcloud:"):
-        return _known(props, "zone")
-    return None
+    """Where a host or IP resource stands, as the backend that declares it says."""
+    return next((r for b in backends.hosts() if (r := b.resource_region(rtype, _Known(props)))), None)
 
 
 def residency_violation(rtype: str, name: str, props: Mapping, residency: str) -> str | None:
     region = host_region(rtype, props)
-    if residency != "NO" or not region or region in NORWEGIAN_REGIONS:
+    known = norwegian_regions()
+    if residency != "NO" or not region or region in known:
         return None
     return (f"{name}: region {region!r} is outside Norway and residency is \"NO\"; use one of "
-            f"{', '.join(sorted(NORWEGIAN_REGIONS))}, or set {PROJECT_NS}:residency: \"none\"")
+            f"{', '.join(sorted(known))}, or set {PROJECT_NS}:residency: \"none\"")
 
 
 # --- firewall -------------------------------------------------------------------------------
 
-def allowed_ports(https: bool = False, ssh_port: int = SSH_PORT) -> set[int]:
-    return {ssh_port, *MAIL_PORTS} | ({HTTPS_PORT} if https else set())
+def allowed_ports(https: bool = False, ssh_port: int = contract.SSH_PORT) -> set[int]:
+    return set(contract.public_tcp_ports(ssh_port, https))
 
 
 def _port_ranges(rtype: str, props: Mapping) -> Iterable[tuple[int, int, str]]:
     """(first, last, description) of every inbound ACCEPT rule a resource declares."""
-    if rtype == "upcloud:index/serverFirewallRules:ServerFirewallRules":
-        for rule in _known(props, "firewallRules") or []:
-            if rule.get("direction") == "in" and rule.get("action") == "accept":
-                first = int(rule.get("destinationPortStart") or 0)
-                last = int(rule.get("destinationPortEnd") or 65535)
-                yield first, last, f"{rule.get('protocol', 'any')} {first}-{last}"
-    elif rtype == "openstack:networking/secGroupRule:SecGroupRule":
-        if _known(props, "direction") == "ingress":
-            first = int(_known(props, "portRangeMin") or 0)
-            last = int(_known(props, "portRangeMax") or 65535)
-            yield first, last, f"{_known(props, 'protocol') or 'any'} {first}-{last}"
-    elif rtype == "azure-native:network:NetworkSecurityGroup":
-        for rule in _known(props, "securityRules") or []:
-            yield from _azure_rule(rule)
-    elif rtype == "azure-native:network:SecurityRule":
-        yield from _azure_rule(props)
-    elif rtype == DYNAMIC and _known(props, "firewall_ports") is not None:
-        for port in _known(props, "firewall_ports"):
-            yield int(port), int(port), f"tcp {port}"
-
-
-def _azure_rule(rule: Mapping) -> Iterable[tuple[int, int, str]]:
-    """An NSG rule's inbound Allow port ranges ("25", "1000-2000", "*")."""
-    if _known(rule, "direction") != "Inbound" or _known(rule, "access") != "Allow":
-        return
-    for ports in _known(rule, "destinationPortRanges") or [_known(rule, "destinationPortRange") or "*"]:
-        first, _, last = ("0-65535" if ports == "*" else str(ports)).partition("-")
-        yield int(first), int(last or first), f"{_known(rule, 'protocol') or '*'} {ports}"
+    for b in backends.hosts():
+        yield from b.inbound_ports(rtype, _Known(props))
 
 
 def firewall_violation(rtype: str, name: str, props: Mapping, https: bool = False) -> str | None:
@@ -146,15 +141,13 @@ def firewall_violation(rtype: str, name: str, props: Mapping, https: bool = Fals
 
 # --- DMARC ----------------------------------------------------------------------------------
 
-def txt_values(props: Mapping) -> list:
-    """The TXT values of a record: ours carry `values`; Cloudflare's a quoted `content`."""
-    values = _known(props, "values")
-    if values is not None:
-        return list(values)
-    content = _known(props, "content")
-    if isinstance(content, str) and content.startswith('"'):
-        return ["".join(content.split('"')[1::2])]
-    return [content] if isinstance(content, str) else []
+def txt_values(rtype: str, props: Mapping) -> list:
+    """The TXT values of a record resource, as the DNS backend that declares it reads them."""
+    for b in backends.dns_backends():
+        values = b.txt_values(rtype, _Known(props))
+        if values is not None:
+            return values
+    return []
 
 
 def dmarc_tags(txt: str) -> dict[str, str]:
@@ -162,10 +155,10 @@ def dmarc_tags(txt: str) -> dict[str, str]:
             (part.partition("=") for part in txt.split(";")) if k.strip()}
 
 
-def dmarc_violation(name: str, props: Mapping, stack: str) -> str | None:
+def dmarc_violation(rtype: str, name: str, props: Mapping, stack: str) -> str | None:
     if not stack.startswith("prod") or _known(props, "type") != "TXT":
         return None
-    for value in txt_values(props):
+    for value in txt_values(rtype, props):
         if isinstance(value, str) and value.startswith("v=DMARC1"):
             if dmarc_tags(value).get("p", "none").lower() == "none":
                 return (f"{name}: DMARC p=none on production stack {stack!r} ({value!r}) only monitors; "
@@ -185,13 +178,13 @@ def rsa_bits_of_dkim_txt(txt: str) -> int | None:
     return key.key_size if isinstance(key, rsa.RSAPublicKey) else None
 
 
-def dkim_violation(name: str, props: Mapping) -> str | None:
+def dkim_violation(rtype: str, name: str, props: Mapping) -> str | None:
     if _known(props, "algorithm") == "rsa" and _known(props, "bits") is not None:
         bits = int(_known(props, "bits"))
         if bits < MIN_DKIM_BITS:
             return f"{name}: DKIM key of {bits} bits; use at least {MIN_DKIM_BITS} (RFC 8301)"
     if _known(props, "type") == "TXT":
-        for value in txt_values(props):
+        for value in txt_values(rtype, props):
             if isinstance(value, str) and value.startswith("v=DKIM1"):
                 bits = rsa_bits_of_dkim_txt(value)
                 if bits is not None and bits < MIN_DKIM_BITS:
@@ -220,8 +213,8 @@ POLICIES = [
             lambda a: firewall_violation(a.resource_type, a.name, a.props)),
     _policy("dmarc-enforced-in-production",
             "DMARC is not p=none on stacks named prod*.",
-            lambda a: dmarc_violation(a.name, a.props, stack_name(a.urn))),
+            lambda a: dmarc_violation(a.resource_type, a.name, a.props, stack_name(a.urn))),
     _policy("dkim-key-2048-bits",
             "DKIM keys have at least 2048 bits.",
-            lambda a: dkim_violation(a.name, a.props)),
+            lambda a: dkim_violation(a.resource_type, a.name, a.props)),
 ]

@@ -48,7 +48,7 @@ class Mocks(pulumi.runtime.Mocks):
         inputs = dict(args.inputs)
         self.resources.append((args.typ, args.name, inputs))
         outs = dict(inputs)
-        if args.typ == "pulumi-python:dynamic:Resource":
+        if args.typ.startswith("pulumi-python:dynamic"):
             if inputs.get("algorithm") == "rsa":
                 outs.update(private_key=MOCK_DKIM_KEY, public_key=MOCK_DKIM_PUBLIC)
             elif inputs.get("algorithm") == "ed25519":
@@ -69,8 +69,9 @@ class Mocks(pulumi.runtime.Mocks):
         return {}, None
 
 
-def run(cfg) -> tuple[Mocks, dict]:
-    """Declare MailServer for `cfg`; return the mocks and the resolved spec JSON and records."""
+def run(cfg, secrets: dict | None = None) -> tuple[Mocks, dict]:
+    """Declare MailServer for `cfg`; return the mocks and the resolved spec JSON and records.
+    `secrets`: the secret config values (plain strings), as the program passes them on."""
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="bulletproof-mail", stack=STACK, preview=False)
     from components.mail_server import MailServer  # after set_mocks
@@ -79,9 +80,10 @@ def run(cfg) -> tuple[Mocks, dict]:
 
     @pulumi.runtime.test
     def declare():
-        server = MailServer("mail", cfg, STACK, str(ROOT))
+        server = MailServer("mail", cfg, STACK, str(ROOT), "/nonexistent/known_hosts",
+                            secrets={k: pulumi.Output.secret(v) for k, v in (secrets or {}).items()})
         seen["server"] = server
-        return pulumi.Output.all(server.spec, server.ipv4, server.ipv6).apply(
+        return pulumi.Output.all(server.spec, server.host.ipv4, server.host.ipv6).apply(
             lambda a: seen.update(spec=a[0], ipv4=a[1], ipv6=a[2]))
 
     declare()

@@ -1,0 +1,105 @@
+"""The config rules that span keys: a backend's own keys, keys used with the wrong backend,
+region and residency, mailboxes in the domain, and the agent's verdict on the spec.
+"""
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping
+
+from agent import contract
+from agent.contract import Checker
+from components import backends, schema
+
+
+def backend_settings(c: Checker, raw: Mapping[str, Any], v: dict, backend: backends.HostBackend,
+                     stack: str, secret_keys: Collection[str], used: set[str]):
+    """(host settings, DNS backend name, DNS settings, the key names now used)."""
+    from components.config import OWN_DNS_KEYS
+    used = used | {k.name for k in backend.keys}
+    values = schema.read_keys(c, raw, backend.keys, stack, secret_keys, into=v)
+    dns_name = dns = None
+    if backend.own_dns:
+        values = schema.read_keys(c, raw, OWN_DNS_KEYS, stack, secret_keys, into=values)
+        used |= {k.name for k in OWN_DNS_KEYS}
+        dns_name = values["dns_backend"]
+        if dns_name:
+            dns_backend = backends.dns(dns_name)
+            used |= {k.name for k in dns_backend.keys}
+            for other in backends.dns_backends():
+                present = [k.name for k in other.keys if other is not dns_backend
+                           and k.name not in used and raw.get(k.name) is not None]
+                if present:
+                    c.err(", ".join(present), f"not used with dns_backend: {dns_name}; remove them")
+                    used |= set(present)
+            values = schema.read_keys(c, raw, dns_backend.keys, stack, secret_keys, into=values)
+            dns = dns_backend.settings(c, values) if dns_backend.settings else None
+    host = backend.settings(c, values) if backend.settings else None
+    return host, dns_name, dns, used
+
+
+def unused_keys(c: Checker, raw: Mapping[str, Any], used: set[str], backend: str | None) -> None:
+    """A key of another backend is a mistake worth a line, not silence."""
+    from components.config import OWN_DNS_KEYS
+    if backend is None:
+        return
+    owners: dict[tuple[str, ...], list[str]] = {}
+    own_dns = tuple(b.name for b in backends.hosts() if b.own_dns)
+    dns_keys = [k.name for k in OWN_DNS_KEYS] + [k.name for b in backends.dns_backends() for k in b.keys]
+    for name in raw:
+        if name in used or raw.get(name) is None:
+            continue
+        who = tuple(b.name for b in backends.hosts() if name in {k.name for k in b.keys})
+        if not who and name in dns_keys:
+            who = own_dns
+        if who:
+            owners.setdefault(who, []).append(name)
+    for who, names in owners.items():
+        if set(who) == set(own_dns) and len(who) > 1:
+            c.err(", ".join(names), f"only used with backend: {', '.join(who)} (backend is "
+                                    f"{backend!r}; {backend} runs its own DNS server); remove them")
+        else:
+            c.err(", ".join(names), f"only used with backend: {', '.join(who)} (backend is "
+                                    f"{backend!r}); remove them or set backend: {who[0]}")
+
+
+def cross_checks(c: Checker, v: dict) -> None:
+    from components.config import norwegian_regions
+    region, residency, domain = v["region"], v["residency"], v["domain"]
+    known = norwegian_regions()
+    if isinstance(region, str) and residency == "NO" and region not in known:
+        c.err("region", f"{region!r} is outside Norway and residency is \"NO\"; use one of "
+                        + ", ".join(f"{k} ({w})" for k, w in known.items())
+                        + ", or set residency: \"none\"")
+    users = []
+    for i, u in enumerate(v["users"] or ()):
+        local, _, dom = str(u.address).partition("@")
+        if domain and not (contract.is_local_part(local) and dom == domain):
+            c.err(f"users[{i}].address", f"{u.address!r} is not an address in domain {domain!r}; "
+                                         f"use name@{domain}")
+            continue
+        users.append(u)
+    if len({u.address for u in users}) != len(users):
+        c.err("users", "the same address is listed twice; list each mailbox once")
+    v["users"] = tuple(users)
+
+
+# Where a spec path comes from in the stack config (the agent names spec paths).
+_SPEC_TO_CONFIG = (("postscreen.dnsbl_sites", "dnsbl_sites"), ("postscreen.dnsbl_threshold", "dnsbl_threshold"),
+                   ("dkim.selector", "dkim_selector"),
+                   ("rate_limits.outbound_per_user_per_hour", "outbound_per_user_per_hour"))
+
+
+def agent_refuses(cfg) -> list[str]:
+    """What the agent would refuse in the spec built from `cfg`, as config lines (addresses
+    are placeholders: the host's are not known before its resources exist)."""
+    from agent.spec import SpecError
+    from components import agent_spec
+    try:
+        agent_spec.public_spec(cfg, "192.0.2.1", "2001:db8::1", ["192.0.2.53@53"])
+    except SpecError as err:
+        lines = []
+        for line in err.errors:
+            for spec_path, key in _SPEC_TO_CONFIG:
+                line = line.replace(spec_path, key, 1) if line.startswith(spec_path) else line
+            lines.append(f"{line} (the agent refuses this; fix the key it names)")
+        return lines
+    return []

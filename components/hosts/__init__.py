@@ -1,0 +1,72 @@
+"""Host backends: one module per place a mail host can run (registered in components/backends.py).
+
+Each module defines a ComponentResource subclass of `Host` (type token `bulletproof:hosts:<Name>`)
+built from `HostArgs`, and `BACKEND`, its entry for the registry: config keys, prechecks, the
+Norwegian regions it knows and its policy-pack facts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+
+@dataclass
+class HostArgs:
+    cfg: Any                       # components.config.StackConfig (host settings in cfg.host)
+    stack: str
+    checkout: str
+    known_hosts: str               # the deploying machine's per-stack known_hosts
+    zipapp: bytes                  # the agent, for the run id in first-boot user-data
+    secrets: dict[str, pulumi.Output] = field(default_factory=dict)  # secret config values
+    # The MailServer the host's resources were children of before backends had components of
+    # their own: their old URNs, so that moving them into the component replaces nothing.
+    moved_from: pulumi.Resource | None = None
+
+
+@dataclass
+class DnsTarget:
+    """Where the mail records go: a DNS backend (registry name) and its settings (Outputs allowed)."""
+    backend: str
+    settings: Any
+    zone: str                      # the zone the records go to (the domain or a parent of it)
+    url: pulumi.Input[str]         # shown as the dns_server output
+
+
+def own_dns(cfg, secrets: dict) -> DnsTarget:
+    """The DNS backend the user configured (dns_backend), for the backends with own_dns."""
+    from components import backends
+    backend = backends.dns(cfg.dns_backend)
+    url = cfg.dns.server if cfg.dns_backend == "rfc2136" else f"{cfg.dns_backend}:{cfg.dns.zone_id}"
+    return DnsTarget(cfg.dns_backend, backend.target(cfg.dns, secrets), cfg.dns.zone, url=url)
+
+
+class Host(pulumi.ComponentResource):
+    """What MailServer needs from every host backend; subclasses set these in their constructor."""
+
+    ipv4: pulumi.Output
+    ipv6: pulumi.Output | None
+    resolver: pulumi.Input[str]     # "IP:port" the stack's checks ask (DNSBLs, PTR)
+    dns: DnsTarget
+    spec_json: pulumi.Output        # the agent's readable spec for this host
+    ssh_private_key: pulumi.Input[str]
+    ssh_user: str
+    host_id: pulumi.Input[str]      # changes when the host is recreated
+    boot_run_id: pulumi.Input[str]  # the run its user-data performs at first boot; "" if none
+    exports: dict                   # stack outputs only this backend has
+
+    def reverse_dns(self, fqdn: str, after: list) -> list:
+        """PTRs of the host's addresses -> `fqdn`, after `after` (the mail records): resources
+        the agent waits for. [] where the provider sets them (checked by the agent's FCrDNS check)."""
+        return []
+
+    def moved(self, args: HostArgs, old_type: str | None = None,
+              **options) -> pulumi.ResourceOptions:
+        """Options of a child that lived under the MailServer (and maybe had another type)."""
+        aliases = []
+        if args.moved_from is not None:
+            aliases = [pulumi.Alias(parent=args.moved_from, **({"type_": old_type} if old_type else {}))]
+        elif old_type:
+            aliases = [pulumi.Alias(type_=old_type)]
+        return pulumi.ResourceOptions(parent=self, aliases=aliases, **options)

@@ -1,0 +1,205 @@
+"""backend azure: a Debian 12 VM in an Azure region (norwayeast is Oslo, norwaywest Stavanger).
+
+Credentials come from the provider's usual places (ARM_* variables, `az login`), never from the
+stack config; every resource names the configured region as its `location`, so the region guard
+cannot be sidestepped by a provider default.
+
+The public IPs are resources of their own, made before the VM, so the host's addresses are known
+when its user-data (custom data) is written. They are translated to the NIC's private addresses
+(not on the host), so the spec says `public_ip_nat` and Postfix binds none of them.
+
+Reverse DNS goes through Azure's API (the public IP's `reverseFqdn`), but Azure accepts it only
+once the name already resolves to the address: so it is set by the Azure CLI after the mail
+records exist (a pulumi-command local.Command), and the IP resource ignores the field.
+
+Azure blocks outbound TCP 25 on most subscription types (pay-as-you-go, free, MSDN, CSP): the
+host receives mail but cannot deliver to other servers until Azure lifts the block (Enterprise
+Agreement and MCA-E subscriptions are not blocked). `up` says so as a warning.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from dataclasses import dataclass
+
+import pulumi
+
+from agent import contract
+from components import agent_spec, schema, user_data
+from components.backends import HostBackend
+from components.hosts import Host, HostArgs, own_dns
+from components.keys import KeyPair
+from components.schema import Key
+
+SSH_USER = "debian"   # Azure refuses `root` as the admin user; it gets passwordless sudo
+VNET_V4, SUBNET_V4 = "10.42.0.0/16", "10.42.1.0/24"
+VNET_V6, SUBNET_V6 = "fd42:b9f:6d1::/48", "fd42:b9f:6d1:1::/64"   # private; the public IPv6 is NATed
+OUTBOUND_25_WARNING = (
+    "backend azure: Azure blocks outbound TCP port 25 on most subscription types (pay-as-you-go, "
+    "free, MSDN, CSP). The server will receive mail but cannot deliver to other servers until "
+    "Azure lifts the block for the subscription (Enterprise Agreement and MCA-E are not blocked).")
+# Azure checks the name already resolves to the address: retry while the new records propagate.
+SET_PTR = ('for i in 1 2 3 4 5 6 7 8 9 10; do az network public-ip update --ids "$PUBLIC_IP_ID" '
+           '--reverse-fqdn "$REVERSE_FQDN" --output none && exit 0; sleep 30; done; '
+           'echo "Azure refused reverse DNS $REVERSE_FQDN for $PUBLIC_IP_ID: does the name resolve '
+           'to the address yet?" >&2; exit 1')
+CLEAR_PTR = 'az network public-ip update --ids "$PUBLIC_IP_ID" --reverse-fqdn "" --output none'
+
+
+def dns_label(fqdn: str, suffix: str = "") -> str:
+    """The public IP's DNS name label (unique in the region, required before a reverse FQDN)."""
+    label = re.sub(r"[^a-z0-9-]", "-", f"bpm-{fqdn}")[: 60 - len(suffix)].rstrip("-")
+    return label + suffix
+
+
+@dataclass(frozen=True)
+class Settings:
+    """backend azure: credentials come from the provider's own ARM_* variables or `az login`."""
+    vm_size: str
+    image: tuple[str, str, str, str]   # publisher, offer, sku, version (an image URN)
+    resource_group: str
+    ipv6: bool = True                  # dual-stack network, public IPv6: AAAA + PTR
+
+
+class AzureHost(Host):
+    """Resource group, network, NSG, public IPs, NIC, VM; the PTR setters after the records."""
+
+    def __init__(self, name: str, args: HostArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("bulletproof:hosts:Azure", name, None, opts)
+        from pulumi_azure_native import compute, network, resources
+        cfg, az, region = args.cfg, args.cfg.host, args.cfg.region
+        child = self.moved(args)
+        pulumi.log.warn(OUTBOUND_25_WARNING)
+
+        group = resources.ResourceGroup(f"{name}-rg", resource_group_name=az.resource_group,
+                                        location=region, opts=child)
+        where = dict(resource_group_name=group.name, location=region)
+        vnet = network.VirtualNetwork(f"{name}-vnet", **where, address_space=network.AddressSpaceArgs(
+            address_prefixes=[VNET_V4, *([VNET_V6] if az.ipv6 else [])]), opts=child)
+        subnet = network.Subnet(f"{name}-subnet", resource_group_name=group.name,
+                                virtual_network_name=vnet.name, subnet_name="mail",
+                                address_prefixes=[SUBNET_V4, *([SUBNET_V6] if az.ipv6 else [])], opts=child)
+        nsg = network.NetworkSecurityGroup(f"{name}-nsg", **where, security_rules=[
+            network.SecurityRuleArgs(name=f"allow-tcp-{port}", priority=100 + i, direction="Inbound",
+                                     access="Allow", protocol="Tcp", source_address_prefix="*",
+                                     source_port_range="*", destination_address_prefix="*",
+                                     destination_port_range=str(port))
+            for i, port in enumerate(contract.public_tcp_ports())], opts=child)
+
+        versions = (4, 6) if az.ipv6 else (4,)
+        self._public = {v: network.PublicIPAddress(
+            f"{name}-ipv{v}", **where, sku=network.PublicIPAddressSkuArgs(name="Standard"),
+            public_ip_allocation_method="Static", public_ip_address_version=f"IPv{v}",
+            dns_settings=network.PublicIPAddressDnsSettingsArgs(
+                domain_name_label=dns_label(cfg.fqdn, "-v6" if v == 6 else "")),
+            # the PTR is set by the command below, once the A/AAAA records resolve
+            opts=self.moved(args, ignore_changes=["dnsSettings.reverseFqdn"]))
+            for v in versions}
+        nic = network.NetworkInterface(f"{name}-nic", **where, network_security_group=network.NetworkSecurityGroupArgs(
+            id=nsg.id), ip_configurations=[network.NetworkInterfaceIPConfigurationArgs(
+                name=f"ipv{v}", primary=v == 4, private_ip_address_version=f"IPv{v}",
+                private_ip_allocation_method="Dynamic", subnet=network.SubnetArgs(id=subnet.id),
+                public_ip_address=network.PublicIPAddressArgs(id=ip.id)) for v, ip in self._public.items()],
+            opts=child)
+
+        self.ipv4 = self._public[4].ip_address
+        self.ipv6 = self._public[6].ip_address if az.ipv6 else None
+        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, public_ip_nat=True)
+        self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
+        ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=self.moved(args, "pulumi-python:dynamic:Resource"))
+        publisher, offer, sku, version = az.image
+        vm = compute.VirtualMachine(
+            f"{name}-host", **where, vm_name=cfg.hostname,
+            hardware_profile=compute.HardwareProfileArgs(vm_size=az.vm_size),
+            storage_profile=compute.StorageProfileArgs(
+                image_reference=compute.ImageReferenceArgs(publisher=publisher, offer=offer, sku=sku, version=version),
+                os_disk=compute.OSDiskArgs(create_option="FromImage", delete_option="Delete",
+                                           managed_disk=compute.ManagedDiskParametersArgs(
+                                               storage_account_type="StandardSSD_LRS"))),
+            network_profile=compute.NetworkProfileArgs(network_interfaces=[
+                compute.NetworkInterfaceReferenceArgs(id=nic.id, primary=True, delete_option="Delete")]),
+            os_profile=compute.OSProfileArgs(
+                computer_name=cfg.hostname, admin_username=SSH_USER,
+                # the local backend's document, gzip and all (cloud-init gunzips it), base64 as Azure wants
+                custom_data=pulumi.Output.all(self.spec_json, self.boot_run_id).apply(
+                    lambda a: base64.b64encode(user_data.compressed(*a)).decode()),
+                linux_configuration=compute.LinuxConfigurationArgs(
+                    disable_password_authentication=True,
+                    ssh=compute.SshConfigurationArgs(public_keys=[compute.SshPublicKeyArgs(
+                        path=f"/home/{SSH_USER}/.ssh/authorized_keys", key_data=ssh_key.public_key)]))),
+            # user-data counts at first boot only; later changes go over SSH (as on local)
+            opts=self.moved(args, ignore_changes=["osProfile.customData"]))
+        self.resolver, self.dns = cfg.resolver, own_dns(cfg, args.secrets)
+        self.ssh_private_key, self.ssh_user = ssh_key.private_key, SSH_USER
+        self.host_id, self.exports = vm.id, {}
+        self._args = args
+        self.register_outputs({"ipv4": self.ipv4})
+
+    def reverse_dns(self, fqdn: str, after: list) -> list:
+        """After the A/AAAA records exist: the PTR of each public IP through Azure's API."""
+        import pulumi_command as command
+        return [command.local.Command(
+            f"{self._name}-ptr-ipv{v}", create=SET_PTR, delete=CLEAR_PTR, triggers=[ip.id],
+            environment={"PUBLIC_IP_ID": ip.id, "REVERSE_FQDN": f"{fqdn}."},
+            opts=self.moved(self._args, depends_on=after)) for v, ip in self._public.items()]
+
+
+def _settings(c, v) -> Settings:
+    region, image = v["region"], v["azure_image"]
+    if isinstance(region, str) and not re.fullmatch(r"[a-z][a-z0-9]{2,30}", region):
+        c.err("region", f"{region!r} is not an Azure location name; use its short name, "
+                        f"e.g. norwayeast (az account list-locations -o table)")
+    parts = tuple(str(image).split(":"))
+    if image is not None and (len(parts) != 4 or not all(parts) or "debian-12" not in parts[1]):
+        c.err("azure_image", f"{image!r} is not a Debian 12 image URN; use publisher:offer:sku:version, "
+                             f"e.g. Debian:debian-12:12-gen2:latest (the agent runs on Debian 12 only)")
+    return Settings(vm_size=v["azure_vm_size"], image=parts if len(parts) == 4 else ("", "", "", ""),
+                    resource_group=v["azure_resource_group"], ipv6=v["azure_ipv6"])
+
+
+def _precheck(cfg) -> list[str]:
+    # Azure takes a PTR only once the name resolves: the stack sets it with the Azure CLI after
+    # the records exist, so a missing CLI would fail halfway through the first `up`.
+    if shutil.which("az"):
+        return []
+    return ["backend: 'azure' sets reverse DNS with the Azure CLI, and `az` is not on PATH; "
+            "install it and sign in (`az login`, or a service principal's ARM_* variables)"]
+
+
+def _region(rtype: str, props) -> str | None:
+    return props.get("location") if rtype.startswith("azure-native:") else None
+
+
+def _ports(rtype: str, props):
+    if rtype == "azure-native:network:NetworkSecurityGroup":
+        for rule in props.get("securityRules") or []:
+            yield from _rule_ports(rule)
+    elif rtype == "azure-native:network:SecurityRule":
+        yield from _rule_ports(props)
+
+
+def _rule_ports(rule):
+    """An NSG rule's inbound Allow port ranges ("25", "1000-2000", "*")."""
+    if rule.get("direction") != "Inbound" or rule.get("access") != "Allow":
+        return
+    for ports in rule.get("destinationPortRanges") or [rule.get("destinationPortRange") or "*"]:
+        first, _, last = ("0-65535" if ports == "*" else str(ports)).partition("-")
+        yield int(first), int(last or first), f"{rule.get('protocol') or '*'} {ports}"
+
+
+BACKEND = HostBackend(
+    name="azure", component=AzureHost, own_dns=True, settings=_settings, precheck=_precheck,
+    regions={"norwayeast": "Azure, Oslo", "norwaywest": "Azure, Stavanger"},
+    resource_region=_region, inbound_ports=_ports,
+    keys=(
+        Key("azure_vm_size", schema.pattern(r"[A-Za-z0-9_]+", "is not a VM size; e.g. azure_vm_size: "
+                                            "Standard_B2s (az vm list-sizes -l norwayeast)"), "Standard_B2s"),
+        Key("azure_image", schema.text("is not a Debian 12 image URN; e.g. Debian:debian-12:12-gen2:latest"),
+            "Debian:debian-12:12-gen2:latest"),
+        Key("azure_resource_group", schema.pattern(
+            r"[-\w.()]{1,89}[-\w()]", "is not a resource group name; use letters, digits, '-', '_', "
+            "'.', '(' or ')', e.g. bulletproof-mail-prod"), lambda v, stack: f"bulletproof-mail-{stack}"),
+        Key("azure_ipv6", schema.boolean("true (dual-stack, with a public IPv6) or false"), True),
+    ),
+)
