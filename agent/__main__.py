@@ -20,6 +20,7 @@ from agent.errors import AgentError
 from agent.contract import CONFIG_DIR, MAIL_LOG
 from agent.host import Host
 from agent.spec import SpecError, load, merge
+from agent.step import Context
 
 DEFAULT_SPEC = f"{CONFIG_DIR}/spec.json"
 
@@ -157,14 +158,14 @@ def main(argv=None) -> int:
         os.makedirs(host.path("/run"), exist_ok=True)
         lock = open(host.path("/run/bulletproof-agent.lock"), "w")
         fcntl.flock(lock, fcntl.LOCK_EX)
-    run = engine.Run(spec, host)
+    ctx = Context(spec, host)
     error = None
     started = time.monotonic()
     try:
-        run.execute()
-    except AgentError as exc:
+        engine.execute(ctx)
+    except AgentError as exc:  # the engine turns any other exception into one
         error = exc
-    rep = report.build(host, spec, run.steps, error, run.dkim_txt, started,
+    rep = report.build(host, spec, ctx.results, error, ctx.dkim_txt, started,
                        mode="plan" if host.dry_run else "apply")
     rep["duration_s"] = round(time.monotonic() - started, 3)
     report.write(host, rep)

@@ -1,120 +1,58 @@
-"""apply / plan: preflight -> packages -> accounts -> keys -> files (staged, validated,
-swapped) -> services -> checks. Every step yields a StepResult; the report gets them all.
+"""apply / plan: run the steps in order, each ``apply(ctx) -> StepResult`` (agent/step.py);
+the report gets every result.
 
-Safety: files go live only after the staged set passes the real tools; if anything after
-the swap fails (a service refuses to start), the previous files are put back and the
-services that were touched are restarted on them.
+Safety: files go live only after the staged set passes the real tools. If any step fails
+(an AgentError or any other exception), every completed step that returned ``undo`` data is
+undone, newest first, and the services those steps touched are restarted on the old files.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 
-from agent import accounts, files, keys, packages, preflight, render, services, validate
-from agent.errors import AgentError
-from agent.contract import STATE_DIR
-from agent.host import Host, StepResult
-from agent.spec import Spec
+from agent import accounts, commands, files, keys, packages, preflight, services
+from agent.errors import AgentError, UnexpectedError
+from agent.step import Context, Step, StepResult
+
+# keys before files (the TLS pair), files before commands and services (what changed).
+STEPS: tuple[Step, ...] = (preflight, packages, accounts, keys, files, commands, services)
 
 
-class Run:
-    def __init__(self, spec: Spec, host: Host):
-        self.spec, self.host = spec, host
-        self.steps: list[StepResult] = []
-        self.dkim_txt = ""
-
-    def step(self, name: str, fn, *args) -> StepResult:
+def execute(ctx: Context, steps: tuple[Step, ...] = STEPS) -> None:
+    """Run the steps; on failure roll back and raise an AgentError (a KeyboardInterrupt or
+    SystemExit is rolled back too, then passes through)."""
+    for step in steps:
         started = time.monotonic()
         try:
-            result = fn(*args)
-        except AgentError:
-            self.steps.append(StepResult(name, ok=False, duration_s=time.monotonic() - started))
+            result = step.apply(ctx)
+        except BaseException as exc:
+            ctx.results.append(StepResult(step.NAME, ok=False,
+                                          duration_s=time.monotonic() - started))
+            rollback(ctx, steps)
+            if isinstance(exc, Exception) and not isinstance(exc, AgentError):
+                raise UnexpectedError.wrap(exc, step.NAME) from exc
             raise
-        result.name = name
-        result.duration_s = time.monotonic() - started
-        self.steps.append(result)
-        return result
+        result.name, result.duration_s = step.NAME, time.monotonic() - started
+        ctx.results.append(result)
 
-    # -- the whole run ---------------------------------------------------------------
-    def execute(self) -> None:
-        spec, host = self.spec, self.host
-        self.step("preflight", preflight.apply, spec, host)
-        self.step("packages", packages.apply, spec, host)
-        self.step("accounts", accounts.apply, spec, host)
-        tls_holder = {}
-        self.step("keys", self._keys, tls_holder)
-        result = self.step("files", self._files, tls_holder["pair"])
-        changed_services = result.changed_services  # type: ignore[attr-defined]
-        undo = result.undo  # type: ignore[attr-defined]
+
+def rollback(ctx: Context, steps: tuple[Step, ...] = STEPS) -> None:
+    """Undo the completed steps, newest first, best effort: one undo that fails must not
+    stop the others. Adds a "rollback" result saying what happened."""
+    by_name = {s.NAME: s for s in steps}
+    done = [r for r in reversed(ctx.results) if r.undo is not None]
+    if not done:
+        return
+    started, notes, problems = time.monotonic(), [], []
+    for result in done:
         try:
-            self.step("commands", self._commands, changed_services)
-            self.step("services", services.apply, host, changed_services)
-        except AgentError:
-            if undo and not host.dry_run:
-                files.rollback(undo)
-                # Bring touched daemons back onto the old files; best effort.
-                restore = [(s, "restart") for s in services.UNITS if s in changed_services]
-                try:
-                    services.perform(host, restore)
-                except AgentError:
-                    pass
-            raise
-
-    def _keys(self, holder: dict) -> StepResult:
-        pair, detail = keys.tls_pair(self.spec, self.host)
-        holder["pair"] = pair
-        self.dkim_txt = keys.dkim_txt(self.spec.dkim.private_key_pem)
-        return StepResult("keys", changed=" generated" in detail or "would" in detail,
-                          detail=detail)
-
-    def _files(self, tls_pair) -> StepResult:
-        spec, host = self.spec, self.host
-        targets = render.targets(spec)
-        live = render.render(spec, tls_pair)
-        todo = files.changes(host.path, targets, live)
-        result = StepResult("files", changed=bool(todo))
-        result.changed_services = {s for c in todo for s in c.target.services}
-        result.undo = []
-        result.diff = [line for c in todo for line in files.diff(c)]
-        result.detail = (f"{len(todo)} of {len(targets)} files change: "
-                         + ", ".join(c.path for c in todo)) if todo else \
-            f"all {len(targets)} files up to date"
-        if not todo:
-            return result
-        # Validate the complete new set in a staging copy, even for plan (it shows
-        # whether apply would be refused). Content-only changes need it; mode-only don't.
-        if any(c.content_changed for c in todo):
-            base = host.path(STATE_DIR) if not host.dry_run else None
-            if base:
-                os.makedirs(base, mode=0o700, exist_ok=True)
-            stage = tempfile.mkdtemp(prefix="staging-", dir=base)
-            try:
-                files.stage(stage, render.render(spec, tls_pair, prefix=stage), targets)
-                result.warnings += validate.validate(stage)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-        if host.dry_run:
-            return result
-        backup = host.path(f"{STATE_DIR}/backup/{host.run_id or 'last'}")
-        shutil.rmtree(backup, ignore_errors=True)
-        result.undo = files.swap_in(host.path, todo, backup)
-        return result
-
-    def _commands(self, changed: set[str]) -> StepResult:
-        """Side effects of files that belong to no daemon."""
-        host, done = self.host, []
-        result = StepResult("commands")
-        if not host.live:
-            return result
-        if "hostname" in changed:
-            done.append(f"hostname {self.spec.hostname}")
-            if not host.dry_run:
-                host.run(["hostname", self.spec.hostname], check=False)
-        if "newaliases" in changed or not os.path.exists("/etc/aliases.db"):
-            done.append("newaliases")
-            if not host.dry_run:
-                host.run(["newaliases"])
-        result.changed, result.detail = bool(done), ", ".join(done) or "nothing to run"
-        return result
+            notes.append(f"{result.name}: {by_name[result.name].undo(ctx, result.undo)}")
+        except Exception as exc:  # keep going: the original error is what gets reported
+            problems.append(f"{result.name}: undo failed: {type(exc).__name__}: {exc}")
+    restarted, failed = services.restart(ctx.host, frozenset().union(*(r.services for r in done)))
+    if restarted:
+        notes.append("restarted " + " ".join(restarted))
+    if failed:
+        problems.append("restart failed: " + " ".join(failed))
+    ctx.results.append(StepResult("rollback", changed=True, ok=not problems,
+                                  detail="; ".join(notes + problems),
+                                  duration_s=time.monotonic() - started))

@@ -1,6 +1,9 @@
 """The agent's own errors: each names what failed, what the tool said, and how to fix it."""
 from __future__ import annotations
 
+import subprocess
+import traceback
+
 
 class AgentError(Exception):
     step = "agent"
@@ -43,3 +46,24 @@ class ApplyError(AgentError):
 
 class ServiceError(AgentError):
     step = "services"
+
+
+class CommandError(AgentError):
+    step = "commands"
+
+
+class UnexpectedError(AgentError):
+    """Any other exception in a step (a bug, or a host state nobody foresaw): reported as a
+    failed run like the others, after the same rollback."""
+
+    @classmethod
+    def wrap(cls, exc: Exception, step: str) -> "UnexpectedError":
+        if isinstance(exc, subprocess.CalledProcessError):
+            said = exc.stderr or exc.stdout or ""
+        else:
+            said = "".join(traceback.format_exception(exc))
+        err = cls(f"{step}: {type(exc).__name__}: {exc}", tool_output=str(said)[-3000:],
+                  fix="the files this run changed were put back; fix the cause shown "
+                      "and re-run apply (a Python traceback is an agent bug: report it)")
+        err.step = step
+        return err

@@ -1,7 +1,8 @@
-"""Owned files: compare with disk, show a diff, write atomically, back up, roll back.
+"""Owned files: compare with disk, show a diff, validate the new set, write atomically,
+back up, roll back.
 
-Facts (what is on disk) are read by ``changes``; ``plan`` stops there. Secrets are never
-shown in a diff, only that they change.
+Facts (what is on disk) are read by ``changes``; ``plan`` stops after validation. Secrets
+are never shown in a diff, only that they change.
 """
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ import os
 import pwd
 import shutil
 import stat
+import tempfile
 import time
 from dataclasses import dataclass
 
+from agent import render, validate
+from agent.contract import STATE_DIR
 from agent.render import Target
+from agent.step import Context, StepResult
+
+NAME = "files"
 
 SECRET_TEMPLATES = {"@dkim_key", "@tls_key"}
 SECRET_PATHS = {"/etc/dovecot/users"}
@@ -140,3 +147,45 @@ def rollback(undo: list[tuple[str, str | None]]) -> None:
         if os.geteuid() == 0:
             os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, real)
+
+
+# -- the step ------------------------------------------------------------------------------
+def apply(ctx: Context) -> StepResult:
+    spec, host = ctx.spec, ctx.host
+    targets = render.targets(spec)
+    todo = changes(host.path, targets, render.render(spec, ctx.tls_pair))
+    result = StepResult(NAME, changed=bool(todo),
+                        services=frozenset(s for c in todo for s in c.target.services),
+                        diff=[line for c in todo for line in diff(c)])
+    result.detail = (f"{len(todo)} of {len(targets)} files change: "
+                     + ", ".join(c.path for c in todo)) if todo else \
+        f"all {len(targets)} files up to date"
+    # Validate even for plan (it shows whether apply would be refused). Content changes
+    # need it; mode-only changes don't.
+    if any(c.content_changed for c in todo):
+        result.warnings += _validate_staged(ctx, targets)
+    if todo and not host.dry_run:
+        backup = host.path(f"{STATE_DIR}/backup/{host.run_id or 'last'}")
+        shutil.rmtree(backup, ignore_errors=True)
+        result.undo = swap_in(host.path, todo, backup)
+    return result
+
+
+def _validate_staged(ctx: Context, targets: list[Target]) -> list[str]:
+    """Render the complete new set into a staging copy and let the real tools check it."""
+    host = ctx.host
+    base = None if host.dry_run else host.path(STATE_DIR)  # plan writes nothing on the host
+    if base:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix="staging-", dir=base)
+    try:
+        stage(staging, render.render(ctx.spec, ctx.tls_pair, prefix=staging), targets)
+        return validate.validate(staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def undo(ctx: Context, data: list) -> str:
+    """``data``: swap_in's [(real path, backup path or None)], as lists after JSON."""
+    rollback(data)
+    return f"put back {len(data)} file" + ("s" if len(data) != 1 else "")

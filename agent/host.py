@@ -1,34 +1,14 @@
-"""The machine the agent works on, and the result every step returns.
+"""The machine the agent works on.
 
 ``Host.root`` is a path prefix ("/" on a real server, a temp dir in unit tests). Steps that
-act on the running system (packages, services, preflight) only do so when ``host.live``.
+act on the running system (preflight, packages, accounts, commands, services) only do so
+when ``host.live``.
 """
 from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass, field
-
-
-
-@dataclass
-class StepResult:
-    name: str
-    changed: bool = False
-    ok: bool = True
-    detail: str = ""
-    duration_s: float = 0.0
-    diff: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        d = {"name": self.name, "changed": self.changed, "ok": self.ok, "detail": self.detail,
-             "duration_s": round(self.duration_s, 3)}
-        if self.warnings:
-            d["warnings"] = self.warnings
-        if self.diff:
-            d["diff"] = self.diff
-        return d
+from dataclasses import dataclass
 
 
 @dataclass

@@ -9,10 +9,12 @@ import subprocess
 import tempfile
 
 from agent.errors import ApplyError
-from agent.host import Host
 from agent.contract import TLS_CERT as CERT, TLS_KEY as KEY
+from agent.host import Host
 from agent.spec import Spec
+from agent.step import Context, StepResult
 
+NAME = "keys"
 
 
 def _openssl(args: list[str], data: str | None = None) -> str:
@@ -54,16 +56,23 @@ def self_signed(hostname: str) -> tuple[str, str]:
         return _read(cert), _read(key)
 
 
-def tls_pair(spec: Spec, host: Host) -> tuple[tuple[str, str], str]:
-    """((cert_pem, key_pem), what happened). In plan mode a missing pair is a placeholder."""
+def tls_pair(spec: Spec, host: Host) -> tuple[tuple[str, str], bool, str]:
+    """((cert_pem, key_pem), generated?, what happened). Plan generates a missing pair too,
+    in memory only, so the staged set can be validated; the files step writes it."""
     if spec.tls.mode == "provided":
-        return (spec.tls.cert_pem, spec.tls.key_pem), "provided by the spec"
+        return (spec.tls.cert_pem, spec.tls.key_pem), False, "provided by the spec"
     cert, key = _read(host.path(CERT)), _read(host.path(KEY))
     if cert and key and _cert_matches(cert, key, spec.hostname):
-        return (cert, key), "self-signed pair kept"
-    # plan generates one too (in memory only) so the staged set can be validated.
+        return (cert, key), False, "self-signed pair kept"
     verb = "would be generated" if host.dry_run else "generated"
-    return self_signed(spec.hostname), f"self-signed pair {verb} for {spec.hostname}"
+    return self_signed(spec.hostname), True, f"self-signed pair {verb} for {spec.hostname}"
+
+
+def apply(ctx: Context) -> StepResult:
+    """Produces ctx.tls_pair and ctx.dkim_txt; writes nothing itself."""
+    ctx.tls_pair, generated, detail = tls_pair(ctx.spec, ctx.host)
+    ctx.dkim_txt = dkim_txt(ctx.spec.dkim.private_key_pem)
+    return StepResult(NAME, changed=generated, detail=detail)
 
 
 def dkim_txt(private_key_pem: str) -> str:

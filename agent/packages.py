@@ -5,8 +5,10 @@ import os
 import subprocess
 
 from agent.errors import PackageError
-from agent.host import Host, StepResult
-from agent.spec import Spec
+from agent.host import Host
+from agent.step import Context, StepResult
+
+NAME = "packages"
 
 PACKAGES = (
     "postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
@@ -36,26 +38,28 @@ def versions(host: Host) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
 
 
-def apply(spec: Spec, host: Host) -> StepResult:
-    result = StepResult("packages")
+def apply(ctx: Context) -> StepResult:
+    host = ctx.host
     if not host.live:
-        result.detail = "not the live root: packages not checked"
-        return result
+        return StepResult(NAME, detail="not the live root: packages not checked")
     todo = missing(host)
     if not todo:
-        result.detail = f"all {len(PACKAGES)} packages installed"
-        return result
-    result.changed = True
-    result.detail = "install " + " ".join(todo)
-    if host.dry_run:
-        return result
+        return StepResult(NAME, detail=f"all {len(PACKAGES)} packages installed")
+    result = StepResult(NAME, changed=True, detail="install " + " ".join(todo))
+    if not host.dry_run:
+        install(host, todo)
+    return result
+
+
+def install(host: Host, todo: list[str]) -> None:
     env = {"DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_MODE": "a"}
-    own_policy = not os.path.exists(POLICY_RC_D)
+    policy = host.path(POLICY_RC_D)
+    own_policy = not os.path.exists(policy)
     try:
         if own_policy:
-            with open(POLICY_RC_D, "w") as f:
+            with open(policy, "w") as f:
                 f.write("#!/bin/sh\n" + POLICY_MARK + "exit 101\n")
-            os.chmod(POLICY_RC_D, 0o755)
+            os.chmod(policy, 0o755)
         host.run(["debconf-set-selections"], input=DEBCONF, check=False)
         try:
             host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
@@ -71,6 +75,5 @@ def apply(spec: Spec, host: Host) -> StepResult:
                            fix="check the apt sources/proxy of the host, then re-run apply"
                            ) from exc
     finally:
-        if own_policy and os.path.exists(POLICY_RC_D):
-            os.unlink(POLICY_RC_D)
-    return result
+        if own_policy and os.path.exists(policy):
+            os.unlink(policy)

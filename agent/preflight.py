@@ -4,13 +4,18 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass
 
+from agent.contract import THRESHOLDS
 from agent.errors import PreflightError
-from agent.host import Host, StepResult
+from agent.host import Host
 from agent.spec import Spec
+from agent.step import Context, StepResult
+
+NAME = "preflight"
 
 # The article's warning: a mail queue stalls when the disk is slow to sync.
-FSYNC_WARN_MS = 20.0
+FSYNC_WARN_MS = THRESHOLDS["fsync_warn_ms"]
 
 
 def os_release(host: Host) -> dict[str, str]:
@@ -51,15 +56,27 @@ def fsync_latency_ms(directory: str, rounds: int = 5) -> float:
         return 0.0
 
 
-def apply(spec: Spec, host: Host) -> StepResult:
-    result = StepResult("preflight")
-    if not host.live:
-        result.detail = f"root {host.root}: host checks skipped"
-        return result
-    if os.geteuid() != 0:
+@dataclass(frozen=True)
+class Facts:
+    euid: int
+    os_release: dict[str, str]
+    port25_holder: str | None
+    spool: str
+    fsync_ms: float
+
+
+def facts(host: Host) -> Facts:
+    spool = host.path("/var/spool") if os.path.isdir(host.path("/var/spool")) else host.root
+    return Facts(os.geteuid(), os_release(host), port25_holder(host), spool,
+                 fsync_latency_ms(spool))
+
+
+def decide(spec: Spec, f: Facts) -> StepResult:
+    """Raise PreflightError for a host the agent must not touch; else the warnings."""
+    if f.euid != 0:
         raise PreflightError("bulletproof-agent must run as root",
                              fix="run it with sudo or as root")
-    rel = os_release(host)
+    rel = f.os_release
     if rel.get("ID") != "debian" or rel.get("VERSION_ID") != "12":
         raise PreflightError(
             f"unsupported OS: {rel.get('PRETTY_NAME', 'unknown')}", file="/etc/os-release",
@@ -67,15 +84,19 @@ def apply(spec: Spec, host: Host) -> StepResult:
     if "." not in spec.hostname.strip("."):
         raise PreflightError(f"hostname {spec.hostname!r} is not a fully qualified name",
                              fix="set the spec's hostname to the mail FQDN (mail.example.org)")
-    holder = port25_holder(host)
-    if holder:
-        raise PreflightError(f"port 25 is held by {holder}, not by our Postfix",
-                             fix=f"stop and disable {holder} before applying")
-    spool = host.path("/var/spool") if os.path.isdir(host.path("/var/spool")) else host.root
-    latency = fsync_latency_ms(spool)
-    result.detail = f"Debian 12, fsync {latency:.1f} ms"
-    if latency > FSYNC_WARN_MS:
+    if f.port25_holder:
+        raise PreflightError(f"port 25 is held by {f.port25_holder}, not by our Postfix",
+                             fix=f"stop and disable {f.port25_holder} before applying")
+    result = StepResult(NAME, detail=f"Debian 12, fsync {f.fsync_ms:.1f} ms")
+    if f.fsync_ms > FSYNC_WARN_MS:
         result.warnings.append(
-            f"fsync latency {latency:.1f} ms on {spool} (> {FSYNC_WARN_MS} ms): the mail queue "
-            "will stall under load; use faster storage")
+            f"fsync latency {f.fsync_ms:.1f} ms on {f.spool} (> {FSYNC_WARN_MS} ms): the mail "
+            "queue will stall under load; use faster storage")
     return result
+
+
+def apply(ctx: Context) -> StepResult:
+    # Checks only: plan and apply alike.
+    if not ctx.host.live:
+        return StepResult(NAME, detail=f"root {ctx.host.root}: host checks skipped")
+    return decide(ctx.spec, facts(ctx.host))

@@ -8,7 +8,10 @@ import time
 
 from agent.contract import MAIL_PORTS, MAIL_LOG
 from agent.errors import ServiceError
-from agent.host import Host, StepResult
+from agent.host import Host
+from agent.step import Context, StepResult
+
+NAME = "services"
 
 # Start order: the resolver, the milter and the rate-limit policy before the MTA that uses
 # them; firewall last.
@@ -31,16 +34,22 @@ def unit_state(host: Host, service: str) -> tuple[bool, bool]:
     return active, enabled
 
 
-def decide(host: Host, changed_services: set[str]) -> list[tuple[str, str]]:
-    """[(service, action)] with action in enable+start/restart/reload."""
+def states(host: Host) -> dict[str, tuple[bool, bool]]:
+    """{service: (active, enabled)}: the facts the decision is made from."""
+    return {service: unit_state(host, service) for service in UNITS}
+
+
+def decide(states_: dict[str, tuple[bool, bool]], touched: frozenset[str]
+           ) -> list[tuple[str, str]]:
+    """[(service, action)] with action in enable/restart/reload, in start order."""
     actions = []
     for service in UNITS:
-        active, enabled = unit_state(host, service)
+        active, enabled = states_[service]
         if not enabled:
             actions.append((service, "enable"))
         if not active:
             actions.append((service, "restart"))
-        elif service in changed_services:
+        elif service in touched:
             actions.append((service, "reload" if service in RELOADABLE else "restart"))
     return actions
 
@@ -78,14 +87,14 @@ def wait_ports(host: Host, ports=MAIL_PORTS, timeout: float = 30.0) -> dict[int,
         time.sleep(0.2)
 
 
-def apply(host: Host, changed_services: set[str]) -> StepResult:
-    result = StepResult("services")
+def apply(ctx: Context) -> StepResult:
+    host = ctx.host
     if not host.live:
-        result.detail = "not the live root: services not touched"
-        return result
-    actions = decide(host, changed_services)
-    result.changed = bool(actions)
-    result.detail = ", ".join(f"{a} {s}" for s, a in actions) or "all active, nothing changed"
+        return StepResult(NAME, detail="not the live root: services not touched")
+    actions = decide(states(host), ctx.touched)
+    result = StepResult(NAME, changed=bool(actions),
+                        detail=", ".join(f"{a} {s}" for s, a in actions)
+                        or "all active, nothing changed")
     if host.dry_run or not actions:
         return result
     perform(host, actions)
@@ -96,3 +105,19 @@ def apply(host: Host, changed_services: set[str]) -> StepResult:
                            tool_output=_journal(host, "postfix@-") + _journal(host, "dovecot"),
                            fix=f"see {MAIL_LOG} and journalctl -u dovecot")
     return result
+
+
+def restart(host: Host, touched: frozenset[str]) -> tuple[list[str], list[str]]:
+    """After a rollback, put the daemons whose files changed back onto the old files, each
+    on its own (one that fails must not keep the others on new config in memory).
+    Returns (restarted, failed)."""
+    done, failed = [], []
+    if not host.live or host.dry_run:
+        return done, failed
+    for service in (s for s in UNITS if s in touched):
+        try:
+            perform(host, [(service, "restart")])
+            done.append(service)
+        except ServiceError:
+            failed.append(service)
+    return done, failed

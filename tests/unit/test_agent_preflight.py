@@ -7,6 +7,7 @@ from agent import example, preflight
 from agent.errors import PreflightError
 from agent.host import Host
 from agent.spec import load
+from agent.step import Context
 
 
 class FakeHost(Host):
@@ -45,27 +46,27 @@ def as_root(monkeypatch):
 
 
 def test_our_postfix_on_port_25_is_fine(tmp_path, spec):
-    assert preflight.apply(spec, FakeHost(SS_POSTFIX, DEBIAN12, tmp_path)).ok
+    assert preflight.apply(Context(spec, FakeHost(SS_POSTFIX, DEBIAN12, tmp_path))).ok
 
 
 def test_other_program_on_port_25_is_refused_by_name(tmp_path, spec):
     with pytest.raises(PreflightError, match="port 25 is held by exim4"):
-        preflight.apply(spec, FakeHost(SS_EXIM, DEBIAN12, tmp_path))
+        preflight.apply(Context(spec, FakeHost(SS_EXIM, DEBIAN12, tmp_path)))
 
 
 def test_other_os_is_refused(tmp_path, spec):
     with pytest.raises(PreflightError, match="unsupported OS: Ubuntu"):
-        preflight.apply(spec, FakeHost("", 'PRETTY_NAME="Ubuntu 22.04"\nID=ubuntu\n'
-                                           'VERSION_ID="22.04"\n', tmp_path))
+        preflight.apply(Context(spec, FakeHost("", 'PRETTY_NAME="Ubuntu 22.04"\nID=ubuntu\n'
+                                                   'VERSION_ID="22.04"\n', tmp_path)))
 
 
 def test_not_root_is_refused(tmp_path, spec, monkeypatch):
     monkeypatch.setattr(preflight.os, "geteuid", lambda: 1000)
     with pytest.raises(PreflightError, match="must run as root"):
-        preflight.apply(spec, FakeHost("", DEBIAN12, tmp_path))
+        preflight.apply(Context(spec, FakeHost("", DEBIAN12, tmp_path)))
 
 
 def test_slow_fsync_warns(tmp_path, spec, monkeypatch):
     monkeypatch.setattr(preflight, "fsync_latency_ms", lambda d: 80.0)
-    result = preflight.apply(spec, FakeHost("", DEBIAN12, tmp_path))
+    result = preflight.apply(Context(spec, FakeHost("", DEBIAN12, tmp_path)))
     assert result.ok and "fsync latency 80.0 ms" in result.warnings[0]
