@@ -21,7 +21,9 @@ def backend_settings(c: Checker, raw: Mapping[str, Any], v: dict, backend: backe
         values = schema.read_keys(c, raw, OWN_DNS_KEYS, stack, secret_keys, into=values)
         used |= {k.name for k in OWN_DNS_KEYS}
         dns_name = values["dns_backend"]
-        if dns_name:
+        if not dns_name:  # unknown: its keys cannot be judged
+            used |= {k.name for b in backends.dns_backends() for k in b.keys}
+        else:
             dns_backend = backends.dns(dns_name)
             used |= {k.name for k in dns_backend.keys}
             for other in backends.dns_backends():

@@ -134,7 +134,7 @@ def test_custom_data_is_the_local_backends_user_data_byte_for_byte(deployed, vm)
     from components.bootstrap import agent_zipapp
     mocks, _, _ = deployed
     (spec_json,) = [i["spec_json"] for t, n, i in mocks.resources if n == "mail-bootstrap-agent"]
-    local = base64.b64encode(user_data.compressed(spec_json, agent_zipapp())).decode()
+    local = base64.b64encode(user_data.compressed(spec_json, user_data.run_id(spec_json, agent_zipapp()))).decode()
     assert vm["osProfile"]["customData"] == local
 
 
@@ -189,7 +189,7 @@ def test_without_ipv6_there_is_one_public_ip_and_no_aaaa(deployed):
     ({"azure_ipv6": "yes"}, "azure_ipv6: 'yes' must be true"),
     ({"azure_resource_group": "rg/mail"}, "azure_resource_group: 'rg/mail' is not a resource group name"),
     ({"openstack_flavor": "b.2c4gb"}, "openstack_flavor: only used with backend: openstack"),
-    ({"resolver": None}, "resolver: None is not IP:port"),
+    ({"resolver": None}, "resolver: missing; set the DNS resolver"),
 ])
 def test_bad_azure_config_is_refused_with_one_line(changes, expected):
     raw = {k: v for k, v in cm.azure_raw(**changes).items() if v is not None}

@@ -71,7 +71,7 @@ def test_user_data_is_the_local_backends_document_byte_for_byte(deployed, server
     from components.bootstrap import agent_zipapp
     mocks, _ = deployed
     (spec_json,) = [i["spec_json"] for t, n, i in mocks.resources if n == "mail-bootstrap-agent"]
-    local = user_data.compressed(spec_json, agent_zipapp())
+    local = user_data.compressed(spec_json, user_data.run_id(spec_json, agent_zipapp()))
     assert gzip.decompress(local) == server_user_data.encode("utf-8")
 
 
@@ -104,7 +104,7 @@ def test_floating_ip_pool_gives_the_floating_ipv4_to_the_spec():
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"openstack_flavor": None}, "openstack_flavor: None is missing"),
+    ({"openstack_flavor": None}, "openstack_flavor: missing; set it, e.g. openstack_flavor: b.2c4gb"),
     ({"openstack_network": "public"}, "openstack_network: 'public' is not a network ID"),
     ({"openstack_ipv6": "yes"}, "openstack_ipv6: 'yes' must be true"),
     ({"ssh_host": "192.0.2.10"}, "ssh_host: only used with backend: ssh"),

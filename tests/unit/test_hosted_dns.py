@@ -59,8 +59,8 @@ def test_dkim_key_is_split_into_strings_of_at_most_255_bytes(records):
 def test_rfc2136_stays_the_default_dns_backend():
     raw = {k: v for k, v in cm.openstack_raw().items() if k not in ("dns_backend", "cloudflare_zone_id")}
     raw.update(dns_server="192.0.2.53:53", dns_tsig_name="mail-updates", dns_tsig_secret="c2VjcmV0")
-    cfg = config.load(raw, cm.STACK, secret_keys=config.SECRET_KEYS)
-    assert isinstance(cfg.dns, config.DnsUpdate)
+    cfg = config.load(raw, cm.STACK, secret_keys=config.secret_key_names())
+    assert cfg.dns_backend == "rfc2136" and cfg.dns.server == "192.0.2.53:53"
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -84,4 +84,4 @@ def test_hosted_dns_keys_on_the_local_backend_are_refused_by_name():
 def test_policy_pack_reads_dmarc_of_a_cloudflare_record():
     from policies import rules as policy
     props = {"type": "TXT", "name": "_dmarc.example.no", "content": '"v=DMARC1; p=none"'}
-    assert "DMARC p=none" in policy.dmarc_violation("mail-dns-records-dmarc", props, "prod-oslo")
+    assert "DMARC p=none" in policy.dmarc_violation("cloudflare:index/dnsRecord:DnsRecord", "mail-dns-records-dmarc", props, "prod-oslo")
