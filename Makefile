@@ -68,16 +68,15 @@ down: stack
 	@$(PY) -m localcloud stop-all --stack $(STACK)
 
 verify: stack
-	@$(PY) -m components.verify_cli --stack $(STACK)
+	@$(PY) -m ops.verify --stack $(STACK)
 
 # Every morning's checks from the outside (ports, relay, FCrDNS, MX/SPF/DKIM/DMARC) plus the
 # host's own `bulletproof-agent status`; exits 1 only on fail-level results.
 check: stack
-	@$(PY) -m components.outside_checks --stack $(STACK)
+	@$(PY) -m ops.check --stack $(STACK)
 
 outputs: stack
-	@echo "outputs: secrets are shown in clear text" >&2
-	@$(PULUMI_STACK) stack output --json --show-secrets
+	@$(PY) -m ops.outputs --stack $(STACK)
 
 # Cheap tiers first; the e2e tier deploys throwaway stacks with their own state.
 test: prereqs
@@ -87,4 +86,4 @@ test-unit: venv
 	$(PY) -m pytest -m unit
 
 bench: prereqs
-	@for b in bench/*.py; do $(PY) $$b; done
+	@for b in bench/[a-z]*.py; do $(PY) -m bench.$$(basename $$b .py); done

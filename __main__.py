@@ -51,7 +51,7 @@ if backend.precheck and (problems := backend.precheck(cfg)):
 
 _cfg = pulumi.Config()
 mail = MailServer("mail", cfg, stack, checkout,
-                  known_hosts=str(naming.deployer_state_dir(naming.stack_names(stack, checkout)) / "known_hosts"),
+                  known_hosts=str(naming.known_hosts(naming.stack_names(stack, checkout))),
                   secrets={k: _cfg.require_secret(k) for k in config.secret_key_names() if k in secret_keys})
 host = mail.host
 

@@ -1,6 +1,6 @@
 """Numbers users size their server by (issue 3), printed as a table; not a timed test.
 
-  sudo .venv/bin/python bench/agent_apply.py [--noop-runs 5]
+  sudo .venv/bin/python -m bench.agent_apply [--noop-runs 5]
 
 Boots a fresh localcloud container (same deploy path as tests/integration), then measures:
 first apply (packages through the local proxy; the proxy does not cache, so "warm" means
@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests", "integration")]
-
-import test_agent_deploy as deploy  # noqa: E402
-from components import agent_zipapp  # noqa: E402
+from components import agent_zipapp
+from tests.integration import agenthost as deploy
 
 UNITS = ("postfix@-.service", "dovecot.service", "opendkim.service", "unbound.service")
 RSS_SCRIPT = r"""

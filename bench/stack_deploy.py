@@ -1,6 +1,6 @@
 """Deploy timings of the local default, on a throwaway stack: prints a table.
 
-    .venv/bin/python bench/stack_deploy.py [--cold]
+    .venv/bin/python -m bench.stack_deploy [--cold]
 
 --cold first removes the cached container image and the cached .debs (the toolchain stays
 cached), so the first `up` includes building the image and downloading every package. Goals (issue 4): warm deploy to a verified server < 120 s,
@@ -14,10 +14,8 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from localcloud import container, image  # noqa: E402
-from tests.e2e import stack_fixture  # noqa: E402
+from localcloud import container, image
+from tests.e2e import stack_fixture
 
 GOALS = {"warm up (verified)": 120, "no-op up": 15}
 

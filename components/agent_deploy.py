@@ -9,20 +9,15 @@ the agent's own error. A login user other than root works through `sudo -n` (com
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import dataclass
 
+from agent.contract import (AGENT, CONFIG_DIR, FIRSTBOOT_LOG, PENDING_DIR, PENDING_SECRETS,
+                            PENDING_SPEC, STATE_FILE, apply_command)
 from components import remote
 
-AGENT = "/usr/local/sbin/bulletproof-agent"
-# New specs go to pending/: the agent keeps the last *applied* pair in /etc/bulletproof-mail/
-# (spec.json, secrets.json), so a refused spec never replaces the last good one.
-PENDING = "/etc/bulletproof-mail/pending"
-SPEC = f"{PENDING}/spec.json"
-SECRETS = f"{PENDING}/secrets.json"
-STATE = "/var/lib/bulletproof-mail/state.json"
-FIRSTBOOT_LOG = "/var/log/bulletproof-agent-firstboot.log"
+# New specs go to pending/: the agent keeps the last *applied* pair in CONFIG_DIR (spec.json,
+# secrets.json), so a refused spec never replaces the last good one.
 
 
 class AgentRunError(RuntimeError):
@@ -37,13 +32,8 @@ class Target:
     user: str = "root"
 
 
-def apply_command(run_id: str) -> str:
-    return (f"{AGENT} apply --spec {SPEC} --secrets {SECRETS} "
-            f"--run-id {shlex.quote(run_id)} --json")
-
-
 def _state(client) -> dict | None:
-    raw = remote.get(client, STATE)
+    raw = remote.get(client, STATE_FILE)
     try:
         return json.loads(raw) if raw else None
     except ValueError:
@@ -100,7 +90,7 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
             raise AgentRunError(f"ssh_user {target.user!r} on {target.host} has no passwordless sudo "
                                 f"(`sudo -n true` failed) and the agent needs root; give it a sudoers "
                                 f"rule like `{target.user} ALL=(ALL) NOPASSWD:ALL` or use root")
-        remote.run(client, f"install -d -m 0700 /etc/bulletproof-mail {PENDING}", check=True, as_root=True)
+        remote.run(client, f"install -d -m 0700 {CONFIG_DIR} {PENDING_DIR}", check=True, as_root=True)
         state = _state(client)
         if state and state.get("run_id") == run_id:
             return _checked(state)
@@ -111,8 +101,8 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
             remote.run(client, wait_boot, timeout=timeout + 30, as_root=True)
         remote.put(client, AGENT, zipapp, 0o755)
         if not first_boot:
-            remote.put(client, SPEC, spec_json.encode(), 0o600)
-        remote.put(client, SECRETS, secrets_json.encode(), 0o600)
+            remote.put(client, PENDING_SPEC, spec_json.encode(), 0o600)
+        remote.put(client, PENDING_SECRETS, secrets_json.encode(), 0o600)
         if first_boot:
             return _wait_first_boot(client, run_id, timeout)
         if boot_run_id:  # the secrets just started a first-boot run of an older spec: let it end

@@ -18,16 +18,10 @@ from components.dns.records import dkim_txt, mail_records
 from components.hosts import HostArgs
 from components.keys import KeyPair, MailPassword
 from components.reputation import ReputationCheck
-from components.verification import Verification
+from components.verification import Verification, infra_expectations
 
 # Before every dynamic resource got a type name of its own, all had this one.
 _DYNAMIC = pulumi.Alias(type_="pulumi-python:dynamic:Resource")
-
-
-def infra_expectations(cfg, dkim: str) -> dict:
-    """What tests/infra checks the host against (BPM_INFRA_EXPECT)."""
-    return {"domain": cfg.domain, "hostname": cfg.fqdn, "users": [u.address for u in cfg.users],
-            "dkim_txt": dkim}
 
 
 class MailServer(pulumi.ComponentResource):
@@ -71,7 +65,8 @@ class MailServer(pulumi.ComponentResource):
 
         self.verification = None
         if cfg.verify:
-            expect = dkim.public_key.apply(lambda key: json.dumps(infra_expectations(cfg, dkim_txt(key))))
+            expect = dkim.public_key.apply(lambda key: json.dumps(infra_expectations(
+                cfg.domain, cfg.fqdn, [u.address for u in cfg.users], dkim_txt(key))))
             record_ids = pulumi.Output.all(*[r.id for r in published], *[r.values for r in published])
             trigger = pulumi.Output.all(host.host_id, boot.run_id, record_ids).apply(
                 lambda a: hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest())

@@ -1,8 +1,8 @@
 """Verification: the read-only testinfra suite (tests/infra) run against the deployed host.
 
 It runs whenever an `up` changed the host, its records or its spec (its `trigger` input); a red
-result fails the deploy and names the failed checks. `python -m components.verify` runs the same
-suite by hand (`make verify`).
+result fails the deploy and names the failed checks. `make verify` (ops/verify.py) runs the same
+suite by hand.
 """
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 class VerificationError(RuntimeError):
     pass
+
+
+def infra_expectations(domain: str, fqdn: str, users: list[str], dkim_txt: str) -> dict:
+    """What tests/infra checks the host against (BPM_INFRA_EXPECT)."""
+    return {"domain": domain, "hostname": fqdn, "users": list(users), "dkim_txt": dkim_txt}
 
 
 def run_suite(host: str, private_key_pem: str, expect: dict, known_hosts: str,

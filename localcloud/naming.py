@@ -44,9 +44,10 @@ def state_home() -> Path:
     return Path(base) / "bulletproof-mail"
 
 
-def deployer_state_dir(names: "StackNames") -> Path:
-    """Per-stack state of the machine that deploys it (any backend), e.g. its known_hosts."""
-    return state_home() / names.stack_id
+def known_hosts(names: "StackNames") -> Path:
+    """The host keys the deploying machine knows for the stack (any backend): one file per
+    stack, since a recreated host has new keys."""
+    return state_home() / names.stack_id / "known_hosts"
 
 
 def runtime_root() -> Path:

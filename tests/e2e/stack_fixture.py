@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from tests import local_stack
 from tests.e2e.pulumi_cli import ROOT, outputs, pulumi, tools_env
 
 
@@ -47,15 +48,11 @@ class Stack:
         self.config_file.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def local_config() -> dict:
-    return yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
-
-
 def create(state_dir: pathlib.Path, config: dict | None = None, name: str | None = None) -> Stack:
     stack = Stack(name or f"e2e-{uuid.uuid4().hex[:6]}", tools_env(state_dir))
     stack.run("stack", "init", "--secrets-provider", "passphrase")
     doc = stack.config()  # holds the new stack's encryptionsalt
-    doc["config"] = dict(local_config() if config is None else config)
+    doc["config"] = dict(local_stack.config() if config is None else config)
     stack.write_config(doc)
     return stack
 

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from tests import local_stack
 from tests.e2e import stack_fixture
 from tests.e2e.pulumi_cli import ROOT
 
@@ -17,7 +18,7 @@ def stack(tmp_path_factory):
 
 
 def _with(changes: dict) -> dict:
-    config = dict(stack_fixture.local_config())
+    config = dict(local_stack.config())
     config.update({f"bulletproof-mail:{k}": v for k, v in changes.items()})
     return config
 

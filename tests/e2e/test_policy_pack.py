@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests import local_stack
 from tests.e2e import stack_fixture
 from tests.e2e.pulumi_cli import ROOT
 
@@ -16,7 +17,7 @@ def make_stack(tmp_path_factory):
     made = []
 
     def make(name_prefix: str, **changes) -> stack_fixture.Stack:
-        config = dict(stack_fixture.local_config())
+        config = dict(local_stack.config())
         config.update({f"bulletproof-mail:{k}": v for k, v in changes.items()})
         s = stack_fixture.create(tmp_path_factory.mktemp("state"), config,
                                  name=f"{name_prefix}-{uuid.uuid4().hex[:6]}")

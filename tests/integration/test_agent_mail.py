@@ -4,7 +4,6 @@ checked with real clients (smtplib, imaplib, dkimpy). One deployed host for the 
 Needs root, systemd-nspawn, tinyproxy and named; the first run installs the mail packages in
 the container through the local proxy (about a minute on a warm mirror).
 """
-import email
 import json
 import os
 import smtplib
@@ -17,10 +16,9 @@ import uuid
 import dkim
 import pytest
 
-from tests import mailclient, terminal
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_agent_deploy as deploy  # noqa: E402
+from tests import mailclient
+from tests.integration import agenthost as deploy
+from tests.integration.agenthost import HELO, OUTSIDER, message, password
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,23 +26,17 @@ pytestmark = [
     pytest.mark.skipif(bool(deploy.tools_missing()), reason="needs systemd-nspawn, tinyproxy, named"),
 ]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HELO = "client.elsewhere.test"
-OUTSIDER = "someone@elsewhere.test"
-
-
-def _report(request, line: str) -> None:
-    terminal.report(request, "agent", line)
 
 
 @pytest.fixture(scope="module")
-def host(request):
+def host(progress):
     d = None
     try:
         started = time.monotonic()
-        d = deploy.up(log=lambda line: _report(request, line))
+        d = deploy.up(log=lambda line: progress("agent", line))
         rc, report, elapsed, err = d.apply(d.spec, run_id="itest-first")
-        _report(request, f"boot+setup {time.monotonic() - started - elapsed:.1f} s, "
-                         f"first apply {elapsed:.1f} s (rc {rc})")
+        progress("agent", f"boot+setup {time.monotonic() - started - elapsed:.1f} s, "
+                          f"first apply {elapsed:.1f} s (rc {rc})")
         assert rc == 0, json.dumps(report, indent=1)[-3000:] + err[-3000:]
         d.timings["first_apply_s"] = elapsed
         yield d
@@ -52,21 +44,11 @@ def host(request):
         deploy.down(d)
 
 
-def password(address: str) -> str:
-    return "secret-" + address.split("@")[0]
-
-
 def smtp(host, port=25, source=None) -> smtplib.SMTP:
     cls = smtplib.SMTP_SSL if port == 465 else smtplib.SMTP
     kw = {"context": mailclient.insecure_tls()} if port == 465 else {}
     return cls(host.ip, port, local_hostname=HELO, timeout=30,
                source_address=(source, 0) if source else None, **kw)
-
-
-def message(sender: str, to: str, subject: str) -> bytes:
-    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{uuid.uuid4().hex}@elsewhere.test>\r\n"
-            f"Date: {email.utils.formatdate()}\r\n\r\nbody of {subject}\r\n").encode()
 
 
 def imap_fetch(host, user: str, subject: str, timeout: float = 30) -> bytes | None:

@@ -9,20 +9,16 @@ import base64
 import json
 import os
 import smtplib
-import sys
 import time
 import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_agent_deploy as deploy  # noqa: E402
-from test_agent_mail import HELO, OUTSIDER, message, password  # noqa: E402
-
-from agent import keys  # noqa: E402
-from tests import mailclient  # noqa: E402
-from localcloud import rfc2136  # noqa: E402
-from localcloud import dns  # noqa: E402
+from agent import keys
+from localcloud import dns, rfc2136
+from tests import mailclient
+from tests.integration import agenthost as deploy
+from tests.integration.agenthost import HELO, OUTSIDER, message, password
 
 pytestmark = [
     pytest.mark.integration,
@@ -351,19 +347,22 @@ def test_html_report_is_self_contained_with_an_hourly_chart(ctx):
 
 
 # --- make check, from the outside ---------------------------------------------------------
-def _outputs(ctx) -> dict:
+def _deployed(ctx):
+    """The host as the operator commands see a deployed stack (its outputs)."""
+    from ops.stack import Deployed
     with open(ctx.d.key_file) as f:
         key = f.read()
-    return {"host_ipv4": ctx.d.ip, "dns_server": f"{ctx.gw}:53", "domain": deploy.DOMAIN,
-            "fqdn": f"mail.{deploy.DOMAIN}", "dkim_selector": "s1",
-            "dkim_txt": keys.dkim_txt(ctx.d.spec["dkim"]["private_key_pem"]),
-            "ssh_target": f"root@{ctx.d.ip}", "ssh_private_key": key}
+    return Deployed(STACK, {"host_ipv4": ctx.d.ip, "dns_backend": "rfc2136", "dns_server": f"{ctx.gw}:53",
+                            "resolver": f"{ctx.gw}:53", "domain": deploy.DOMAIN,
+                            "fqdn": f"mail.{deploy.DOMAIN}", "dkim_selector": "s1",
+                            "dkim_txt": keys.dkim_txt(ctx.d.spec["dkim"]["private_key_pem"]),
+                            "ssh_target": f"root@{ctx.d.ip}", "ssh_private_key": key})
 
 
 def test_outside_checks_pass_and_merge_the_host_side(ctx):
-    from components import outside_checks
+    from ops import check
     ctx.flush_dns()
-    found = outside_checks.run(_outputs(ctx))
+    found = check.run(_deployed(ctx))
     by = {c.name: c for c in found}
     assert [c.as_dict() for c in found if c.level == "fail"] == []
     assert by["outside:relay"].level == "pass" and "554" in by["outside:relay"].reason
@@ -373,10 +372,10 @@ def test_outside_checks_pass_and_merge_the_host_side(ctx):
 
 
 def test_outside_checks_fail_on_a_missing_dmarc_record(ctx):
-    from components import outside_checks
+    from ops import check
     try:
         ctx.delete(deploy.DOMAIN, "_dmarc", "TXT")
-        found = outside_checks.dns_checks(_outputs(ctx))
+        found = check.dns_checks(_deployed(ctx))
         assert {c.name for c in found if c.level == "fail"} == {"outside:dmarc"}
     finally:
         DNS_BREAKS["dmarc"][1](ctx)

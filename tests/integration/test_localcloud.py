@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from localcloud import __main__ as cli
 from localcloud import aptproxy, container, image, mounts, naming, network, process
-from tests import terminal
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,20 +34,16 @@ write_files:
 """.encode()
 
 
-def _report(request, line: str) -> None:
-    terminal.report(request, "localcloud", line)
-
-
 @pytest.fixture(scope="module")
-def stack(request):
+def stack(progress):
     names = naming.stack_names("itest-localcloud")
     cli.stop_all(names)  # leftovers of an interrupted run
     try:
         started = time.monotonic()
         cold = not (image.image_path() / "etc/os-release").exists()
-        image.ensure_image(log=lambda line: _report(request, line))
-        _report(request, f"image {'built (cold)' if cold else 'cached'}: "
-                         f"{time.monotonic() - started:.1f} s")
+        image.ensure_image(log=lambda line: progress("localcloud", line))
+        progress("localcloud", f"image {'built (cold)' if cold else 'cached'}: "
+                               f"{time.monotonic() - started:.1f} s")
         bridge = network.ensure_bridge(names)
         proxy = aptproxy.start(names, bridge.ipv4)
         yield names, bridge, proxy
@@ -66,7 +61,7 @@ def key():
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode())), public.decode()
 
 
-def _boot(request, stack, key, host, index, user_data=None):
+def _boot(progress, stack, key, host, index, user_data=None):
     names, bridge, proxy = stack
     started = time.monotonic()
     machine = container.start(
@@ -74,14 +69,14 @@ def _boot(request, stack, key, host, index, user_data=None):
         ipv6=str(bridge.address6(index)), nameserver=str(bridge.ipv4.ip),
         apt_proxy_url=proxy.url, authorized_keys=[key[1]], user_data=user_data)
     container.wait_ssh(str(machine.ipv4.ip), timeout=90)
-    _report(request, f"{host}: boot to ssh {time.monotonic() - started:.1f} s")
+    progress("localcloud", f"{host}: boot to ssh {time.monotonic() - started:.1f} s")
     return machine
 
 
 @pytest.fixture(scope="module")
-def mail(request, stack, key):
+def mail(progress, stack, key):
     """The shared host of this module; gzip user-data, as the Bootstrap component sends it."""
-    machine = _boot(request, stack, key, "mail", 10, gzip.compress(USER_DATA))
+    machine = _boot(progress, stack, key, "mail", 10, gzip.compress(USER_DATA))
     yield machine
     container.stop(stack[0], "mail", destroy=True)
 
@@ -169,14 +164,14 @@ def test_run_enters_the_container_not_the_host(stack, mail):
 
 
 @pytest.fixture(scope="module")
-def stopped(request, stack, key):
+def stopped(progress, stack, key):
     """A host of its own, booted and stopped once; the tests below check what is left."""
     names = stack[0]
-    machine = _boot(request, stack, key, "stopme", 11)
+    machine = _boot(progress, stack, key, "stopme", 11)
     was_running = container.status(names, "stopme")
     started = time.monotonic()
     container.stop(names, "stopme", timeout=30, destroy=True)
-    _report(request, f"stopme: stop {time.monotonic() - started:.1f} s")
+    progress("localcloud", f"stopme: stop {time.monotonic() - started:.1f} s")
     yield machine, was_running
     container.stop(names, "stopme", destroy=True)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pathlib
 
 import pulumi
-import yaml
+
+from tests import local_stack
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STACK = "prod-oslo"
@@ -21,13 +22,8 @@ MOCK_DKIM_PUBLIC = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "A" * 348
 ZONE_ID = "0123456789abcdef0123456789abcdef"
 
 
-def local_raw() -> dict:
-    doc = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())
-    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
-
-
 def openstack_raw(**changes) -> dict:
-    return {**local_raw(), "backend": "openstack", "region": "osl1", "dmarc_policy": "reject",
+    return {**local_stack.raw(), "backend": "openstack", "region": "osl1", "dmarc_policy": "reject",
             "openstack_flavor": "b.2c4gb", "openstack_image": "Debian 12",
             "openstack_network": "0f6e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
             "dns_backend": "cloudflare", "cloudflare_zone_id": ZONE_ID, "resolver": "192.0.2.53:53",
@@ -35,7 +31,7 @@ def openstack_raw(**changes) -> dict:
 
 
 def azure_raw(**changes) -> dict:
-    return {**local_raw(), "backend": "azure", "region": "norwayeast", "dmarc_policy": "reject",
+    return {**local_stack.raw(), "backend": "azure", "region": "norwayeast", "dmarc_policy": "reject",
             "dns_backend": "cloudflare", "cloudflare_zone_id": ZONE_ID, "resolver": "192.0.2.53:53",
             **changes}
 
@@ -97,7 +93,7 @@ def of_type(mocks: Mocks, typ: str) -> list[tuple[str, dict]]:
 def spec_in(document: str) -> str:
     """The spec file's content as written into a cloud-config document."""
     import json
-    from components import agent_deploy
+    from agent import contract
     config_doc = json.loads(document.split("\n", 1)[1])
-    (spec_file,) = [f for f in config_doc["write_files"] if f["path"] == agent_deploy.SPEC]
+    (spec_file,) = [f for f in config_doc["write_files"] if f["path"] == contract.PENDING_SPEC]
     return spec_file["content"]

@@ -74,9 +74,9 @@ def test_bad_hosted_dns_config_is_refused_with_one_line(changes, expected):
     assert len(err.value.errors) == 1 and err.value.errors[0].startswith(expected), err.value.errors
 
 
-def test_hosted_dns_keys_on_the_local_backend_are_refused_by_name():
+def test_hosted_dns_keys_on_the_local_backend_are_refused_by_name(local_raw):
     with pytest.raises(config.ConfigError) as err:
-        config.load({**cm.local_raw(), "dns_backend": "cloudflare"}, "local")
+        config.load({**local_raw, "dns_backend": "cloudflare"}, "local")
     assert err.value.errors == ["dns_backend: only used with backend: ssh, openstack, azure (backend is 'local'; "
                                 "local runs its own DNS server); remove them"]
 

@@ -1,28 +1,19 @@
 """Stack config validation: each bad value is refused with a line naming key, value and fix."""
-import pathlib
-
 import pytest
-import yaml
 
 from components import config
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def local_raw() -> dict:
-    doc = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())
-    return {k.split(":", 1)[1]: v for k, v in doc["config"].items()}
+from tests import local_stack
 
 
 def errors_for(**changes) -> list[str]:
-    raw = {**local_raw(), **changes}
+    raw = {**local_stack.raw(), **changes}
     with pytest.raises(config.ConfigError) as err:
         config.load(raw, "prod")
     return err.value.errors
 
 
 def test_committed_local_stack_config_is_valid():
-    cfg = config.load(local_raw(), "local")
+    cfg = config.load(local_stack.raw(), "local")
     assert cfg.fqdn == "mail.bulletproof.test"
     assert cfg.region in config.norwegian_regions()
     assert [u.address for u in cfg.users] == ["alice@bulletproof.test", "bob@bulletproof.test"]
@@ -51,12 +42,12 @@ def test_every_error_is_listed_at_once():
 
 
 def test_any_region_allowed_when_residency_is_none():
-    cfg = config.load({**local_raw(), "residency": "none", "region": "eu-west-1"}, "dev")
+    cfg = config.load({**local_stack.raw(), "residency": "none", "region": "eu-west-1"}, "dev")
     assert cfg.region == "eu-west-1"
 
 
 def ssh_raw(**changes) -> dict:
-    return {**local_raw(), "backend": "ssh", "region": "oslo", "ssh_host": "192.0.2.10",
+    return {**local_stack.raw(), "backend": "ssh", "region": "oslo", "ssh_host": "192.0.2.10",
             "ssh_private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
             "dns_server": "192.0.2.53:53", "dns_tsig_name": "mail-updates", "dns_tsig_secret": "c2VjcmV0",
             "resolver": "192.0.2.53:53", **changes}
@@ -91,5 +82,5 @@ def test_ssh_backend_bad_value_is_refused_with_key_value_and_fix(changes, expect
 
 def test_ssh_keys_on_the_local_backend_are_refused_by_name():
     with pytest.raises(config.ConfigError) as err:
-        config.load({**local_raw(), "ssh_host": "192.0.2.10"}, "local")
+        config.load({**local_stack.raw(), "ssh_host": "192.0.2.10"}, "local")
     assert err.value.errors[0].startswith("ssh_host: only used with backend: ssh")

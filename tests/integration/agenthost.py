@@ -1,5 +1,6 @@
-"""Helpers (no tests here): deploy the agent on a booted Debian 12 container (localcloud), as the Pulumi side does:
-copy the zipapp and the spec over SSH, run ``bulletproof-agent apply --json``.
+"""Helpers of the agent's integration tests (no tests here): deploy the agent on a booted
+Debian 12 container (localcloud), as the Pulumi side does: copy the zipapp and the spec over SSH,
+run ``bulletproof-agent apply --json``; and the mail a test client sends.
 
 Also used by bench/agent_apply.py. Needs root, systemd-nspawn, tinyproxy and named.
 """
@@ -12,6 +13,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+import email.utils
+import uuid
 from dataclasses import dataclass, field
 
 import paramiko
@@ -19,14 +22,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import example, keys
+from agent.contract import AGENT, PENDING_DIR, dnsbl_query_name
 from components import agent_zipapp
 from localcloud import __main__ as localcloud_cli
 from localcloud import aptproxy, container, dns, image, naming, network
 
 DOMAIN = "example.test"
-AGENT = "/usr/local/sbin/bulletproof-agent"
-PENDING = "/etc/bulletproof-mail/pending"  # new spec lands here; applied copy -> spec.json
 HOST_INDEX = 10
+HELO = "client.elsewhere.test"        # the name test clients greet with
+OUTSIDER = "someone@elsewhere.test"   # an address of "the rest of the internet" (the sink)
 LISTED_INDEX = 200      # a client address listed in the test DNSBL
 PREGREET_INDEX = 201    # a fresh client address for the pregreet test (postscreen caches passes)
 
@@ -40,8 +44,15 @@ def zone_txt(value: str) -> str:
     return " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
 
 
-def dnsbl_name(ip: str) -> str:
-    return ".".join(reversed(ip.split("."))) + ".dnsbl.test"
+def password(address: str) -> str:
+    """The mailbox password of the example spec's users."""
+    return "secret-" + address.split("@")[0]
+
+
+def message(sender: str, to: str, subject: str) -> bytes:
+    return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@elsewhere.test>\r\n"
+            f"Date: {email.utils.formatdate()}\r\n\r\nbody of {subject}\r\n").encode()
 
 
 @dataclass
@@ -76,17 +87,17 @@ class Deployed:
     def send_spec(self, data: dict) -> None:
         from agent.spec import split
         public, secrets = split(data)
-        self.run(f"install -d -m 0700 {PENDING}")
+        self.run(f"install -d -m 0700 {PENDING_DIR}")
         for name, content in (("spec.json", public), ("secrets.json", secrets)):
             self.put(json.dumps(content, indent=2, sort_keys=True).encode(),
-                     f"{PENDING}/{name}", 0o600)
+                     f"{PENDING_DIR}/{name}", 0o600)
 
     def apply(self, data: dict | None = None, run_id: str = "") -> tuple[int, dict, float, str]:
         if data is not None:
             self.send_spec(data)
         started = time.monotonic()
-        rc, out, err = self.run(f"{AGENT} apply --spec {PENDING}/spec.json --secrets "
-                                f"{PENDING}/secrets.json --json --run-id {run_id or 'itest'}")
+        rc, out, err = self.run(f"{AGENT} apply --spec {PENDING_DIR}/spec.json --secrets "
+                                f"{PENDING_DIR}/secrets.json --json --run-id {run_id or 'itest'}")
         elapsed = time.monotonic() - started
         try:
             report = json.loads(out)
@@ -141,8 +152,8 @@ def up(stack: str = "itest-agent", log=print, tune=None) -> Deployed:
                      ((ip.rsplit(".", 1)[1], "PTR", f"mail.{DOMAIN}."),)),
         dns.ZoneSpec("elsewhere.test", (("@", "MX", "10 mx.elsewhere.test."),
                                         ("mx", "A", gw), ("client", "A", gw))),
-        dns.ZoneSpec("dnsbl.test", ((dnsbl_name(listed)[:-len(".dnsbl.test")], "A", "127.0.0.2"),
-                                    (dnsbl_name(listed)[:-len(".dnsbl.test")], "TXT",
+        dns.ZoneSpec("dnsbl.test", ((dnsbl_query_name(listed, "dnsbl.test"), "A", "127.0.0.2"),
+                                    (dnsbl_query_name(listed, "dnsbl.test"), "TXT",
                                      '"listed by the itest"'))),
     ]
     dns_dir = names.runtime_dir / "agent-dns"

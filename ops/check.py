@@ -1,13 +1,13 @@
 """`make check`: the morning checks of a deployed stack, from the outside and from the host.
 
-    python -m components.outside_checks --stack NAME [--json]
+    python -m ops.check --stack NAME [--json]
 
 From here: the public ports answer (and the others do not), an outside relay attempt is
-refused with 554, and FCrDNS / MX / SPF / DKIM / DMARC as the stack's DNS server (output
-`dns_server`) publishes them. From the host, over SSH: `bulletproof-agent status --json`
-(services, TLS, ports as the host sees them, queue, fsync, DNSBLs through its own resolver).
-Exit 1 only on fail-level results; warnings (a self-signed certificate on the local stack,
-a slow disk) are printed and pass.
+refused with 554, and FCrDNS / MX / SPF / DKIM / DMARC as the stack's DNS backend publishes
+them (its authoritative server, or its API; names outside the zone through the resolver). From
+the host, over SSH: `bulletproof-agent status --json` (services, TLS, ports as the host sees
+them, queue, fsync, DNSBLs through its own resolver). Exit 1 only on fail-level results;
+warnings (a self-signed certificate on the local stack, a slow disk) are printed and pass.
 """
 from __future__ import annotations
 
@@ -17,24 +17,23 @@ import smtplib
 import socket
 import sys
 
-from agent import checks, checks_dns
+from agent import checks, checks_dns, contract
 from agent.checks import FAIL, PASS, Check
+from ops import stack as deployed_stack
 
-OPEN = (25, 465, 587, 993)
-CLOSED = (110, 143, 53, 8891, 10023, 24, 4190)
 RELAY_FROM, RELAY_TO = "check@elsewhere.test", "relay-test@elsewhere.test"
 
 
-def port_checks(ip: str, ssh_port: int = 22, timeout: float = 3.0) -> list[Check]:
+def port_checks(ip: str, ssh_port: int = contract.SSH_PORT, timeout: float = 3.0) -> list[Check]:
     out = []
-    for port in (ssh_port, *OPEN):
+    for port in contract.public_tcp_ports(ssh_port):
         try:
             socket.create_connection((ip, port), timeout=timeout).close()
             out.append(Check(f"outside:port {port}", PASS, "open"))
         except OSError as exc:
             out.append(Check(f"outside:port {port}", FAIL, f"not reachable: {exc}",
                              "check the service and the firewall (nftables)"))
-    for port in CLOSED:
+    for port in contract.LOCAL_ONLY_PORTS:
         try:
             socket.create_connection((ip, port), timeout=timeout).close()
             out.append(Check(f"outside:port {port}", FAIL, "answers from outside",
@@ -52,16 +51,15 @@ def relay_check(ip: str, helo: str = "check.elsewhere.test") -> Check:
             code, text = s.rcpt(RELAY_TO)
     except (OSError, smtplib.SMTPException) as exc:
         return Check("outside:relay", FAIL, f"SMTP conversation failed: {exc}",
-                     "is port 25 reachable? see /var/log/mail.log")
+                     f"is port 25 reachable? see {contract.MAIL_LOG}")
     if code == 554:
         return Check("outside:relay", PASS, f"refused: {code} {text.decode(errors='replace')[:60]}")
     return Check("outside:relay", FAIL, f"relay to {RELAY_TO} answered {code}, not 554",
                  "smtpd_relay_restrictions must end in reject_unauth_destination")
 
 
-def dns_checks(outs: dict) -> list[Check]:
-    host, _, port = outs["dns_server"].rpartition(":")
-    lookup = checks_dns.Lookup(host, int(port))
+def dns_checks(d: deployed_stack.Deployed) -> list[Check]:
+    outs = d.outputs
     facts = {"domain": outs["domain"], "hostname": outs["fqdn"], "ipv4": outs["host_ipv4"],
              "ipv6": outs.get("host_ipv6"), "selector": outs.get("dkim_selector", "s1"),
              "dnsbl_zones": []}  # DNSBLs: asked by the host, through its own resolver
@@ -69,22 +67,20 @@ def dns_checks(outs: dict) -> list[Check]:
     p = dict(part.strip().split("=", 1) for part in published.split(";") if "=" in part).get("p")
     # From outside, the HELO name is the host's FQDN by construction (the host side checks
     # Postfix's real smtp_helo_name).
-    found = checks_dns.run(lookup, facts, helo=outs["fqdn"], dkim_p=p)
+    found = checks_dns.run(d.dns_lookup(), facts, helo=outs["fqdn"], dkim_p=p)
     for c in found:
         c.name = f"outside:{c.name}"
     return found
 
 
-def host_checks(outs: dict, known_hosts: str | None = None) -> list[Check]:
+def host_checks(d: deployed_stack.Deployed) -> list[Check]:
     from components import remote
-    user, _, host = outs["ssh_target"].partition("@")
     try:
-        client = remote.connect(host, outs["ssh_private_key"], user=user, timeout=30,
-                                known_hosts=known_hosts)
+        client = remote.connect(d.host, d.private_key, user=d.user, timeout=30, known_hosts=d.known_hosts)
     except remote.RemoteError as exc:
         return [Check("host:ssh", FAIL, str(exc), "is the host up? make up")]
     try:
-        res = remote.run(client, "/usr/local/sbin/bulletproof-agent status --json", timeout=120, as_root=True)
+        res = remote.run(client, contract.STATUS_COMMAND, timeout=120, as_root=True)
     finally:
         client.close()
     try:
@@ -96,10 +92,8 @@ def host_checks(outs: dict, known_hosts: str | None = None) -> list[Check]:
             for c in status.get("checks", [])]
 
 
-def run(outs: dict, known_hosts: str | None = None) -> list[Check]:
-    ip = outs["host_ipv4"]
-    return (port_checks(ip) + [relay_check(ip)] + dns_checks(outs)
-            + host_checks(outs, known_hosts))
+def run(d: deployed_stack.Deployed) -> list[Check]:
+    return port_checks(d.host) + [relay_check(d.host)] + dns_checks(d) + host_checks(d)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,17 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", default="local")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from components.verify_cli import stack_outputs
-    outs = stack_outputs(args.stack)
-    if "host_ipv4" not in outs:
-        print(f"check: stack {args.stack} has no deployed host (run `make up` first)",
-              file=sys.stderr)
+    try:
+        found = run(deployed_stack.load(args.stack))
+    except deployed_stack.NotDeployed as exc:
+        print(f"check: {exc}", file=sys.stderr)
         return 2
-    import pathlib
-    from localcloud import naming
-    checkout = pathlib.Path(__file__).resolve().parents[1]
-    known_hosts = str(naming.stack_names(args.stack, checkout).runtime_dir / "known_hosts")
-    found = run(outs, known_hosts)
     if args.json:
         print(json.dumps({"checks": [c.as_dict() for c in found],
                           "summary": checks.summary(found)}, indent=2))
