@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _status(host: Host, args) -> int:
-    from agent import checks, report
+    from agent import checks, report, verdict
     st = report.status(host)
     try:
         limits = checks.parse_thresholds(args.threshold)
@@ -54,15 +54,15 @@ def _status(host: Host, args) -> int:
         facts = checks.facts_from_spec(checks.load_public_spec(args.spec))
         found = checks.run_all(facts, limits) if host.live else []
     except (OSError, ValueError, KeyError) as exc:  # never applied: say so, as a failure
-        found = [checks.Check("spec", checks.FAIL, f"no applied spec ({args.spec}): {exc}",
+        found = [verdict.Check("spec", verdict.FAIL, f"no applied spec ({args.spec}): {exc}",
                               "run bulletproof-agent apply first")]
     st["checks"] = [c.as_dict() for c in found]
-    st["summary"] = checks.summary(found)
+    st["summary"] = verdict.summary(found)
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
     else:
         print(f"last run {st['last_run'].get('run_id', '-')}: {st['last_run'].get('status')}")
-        print(checks.table(found))
+        print(verdict.table(found))
     return 0 if st["healthy"] and not st["summary"]["fail"] else 1
 
 

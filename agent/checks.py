@@ -11,26 +11,12 @@ needs no secrets.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from agent import contract
-
-PASS, WARN, FAIL = "pass", "warn", "fail"
-LEVELS = (PASS, WARN, FAIL)
+from agent.verdict import Check
 
 # Thresholds, overridable with `status --threshold NAME=VALUE` (tests make checks trip).
 THRESHOLDS = contract.THRESHOLDS
-
-
-@dataclass
-class Check:
-    name: str
-    level: str
-    reason: str
-    fix: str = ""
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "level": self.level, "reason": self.reason, "fix": self.fix}
 
 
 def facts_from_spec(public: dict) -> dict:
@@ -56,21 +42,6 @@ def run_all(facts: dict, thresholds: dict | None = None, nameserver: str = "127.
                          dkim_p=checks_host.signing_key_p(facts))
     out += checks_host.run(facts, limits)
     return out
-
-
-def summary(checks: list[Check]) -> dict:
-    return {level: sum(c.level == level for c in checks) for level in LEVELS}
-
-
-def table(checks: list[Check]) -> str:
-    lines = []
-    for c in checks:
-        lines.append(f"{c.level.upper():<5} {c.name:<22} {c.reason}")
-        if c.fix and c.level != PASS:
-            lines.append(f"{'':<28}fix: {c.fix}")
-    s = summary(checks)
-    lines.append(f"\n{s[PASS]} pass, {s[WARN]} warn, {s[FAIL]} fail")
-    return "\n".join(lines)
 
 
 def parse_thresholds(items: list[str]) -> dict:

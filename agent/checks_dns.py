@@ -11,7 +11,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from agent.checks import FAIL, PASS, WARN, Check
+from agent.verdict import FAIL, PASS, WARN, Check
 from agent.contract import dnsbl_query_name
 from agent import spf
 

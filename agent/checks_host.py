@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from agent import preflight, services
-from agent.checks import FAIL, PASS, WARN, Check
+from agent.verdict import FAIL, PASS, WARN, Check
 
 LOOPBACK = ("127.", "[::1]", "::1")
 

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from agent import contract as C
-from agent import spec as S
+from agent import spec_model as S
 
 _MISSING = object()
 

@@ -14,7 +14,8 @@ from typing import Any, Collection, Mapping
 
 from agent import contract
 from agent.contract import Checker
-from components import backends, schema
+from components import backends, config_rules, schema
+from components.config_rules import OWN_DNS_KEYS
 from components.schema import Key
 
 DMARC_POLICIES = ("none", "quarantine", "reject")
@@ -67,11 +68,6 @@ class StackConfig:
     @property
     def fqdn(self) -> str:
         return f"{self.hostname}.{self.domain}"
-
-
-def norwegian_regions() -> dict[str, str]:
-    """Every region a registered backend knows on Norwegian soil."""
-    return {r: where for b in backends.hosts() for r, where in b.regions.items()}
 
 
 # --- readers of the structured keys ---------------------------------------------------------
@@ -150,16 +146,6 @@ COMMON_KEYS = (
     Key("outbound_per_user_per_hour", schema.positive(
         " of messages per hour per authenticated user", "200"), 200),
 )
-# Backends that bring their own DNS: where the records go, and what the host resolves with.
-OWN_DNS_KEYS = (
-    Key("dns_backend", schema.choice(backends.DNS, "a DNS backend"), "rfc2136"),
-    Key("resolver", schema.ip_port("set the DNS resolver the server uses (its unbound forwards "
-                                   "to it; the stack asks it for the PTR and DNSBLs), e.g. "
-                                   "resolver: 192.0.2.53:53"),
-        hint="set the DNS resolver the server uses, e.g. resolver: 192.0.2.53:53"),
-)
-
-
 def all_keys() -> list[Key]:
     """Every key any backend reads: the program passes these on to load()."""
     keys = [*COMMON_KEYS, *OWN_DNS_KEYS]
@@ -177,7 +163,6 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
 
     `secret_keys`: which keys are Pulumi secrets (keys declared secret must be, or are refused).
     """
-    from components import config_rules
     c = Checker()
     v = schema.read_keys(c, raw, COMMON_KEYS, stack, secret_keys)
     backend = backends.host(v["backend"]) if v["backend"] else None

@@ -8,12 +8,26 @@ from typing import Any, Collection, Mapping
 from agent import contract
 from agent.contract import Checker
 from components import backends, schema
+from components.schema import Key
+
+# Backends that bring their own DNS: where the records go, and what the host resolves with.
+OWN_DNS_KEYS = (
+    Key("dns_backend", schema.choice(backends.DNS, "a DNS backend"), "rfc2136"),
+    Key("resolver", schema.ip_port("set the DNS resolver the server uses (its unbound forwards "
+                                   "to it; the stack asks it for the PTR and DNSBLs), e.g. "
+                                   "resolver: 192.0.2.53:53"),
+        hint="set the DNS resolver the server uses, e.g. resolver: 192.0.2.53:53"),
+)
+
+
+def norwegian_regions() -> dict[str, str]:
+    """Every region a registered backend knows on Norwegian soil."""
+    return {r: where for b in backends.hosts() for r, where in b.regions.items()}
 
 
 def backend_settings(c: Checker, raw: Mapping[str, Any], v: dict, backend: backends.HostBackend,
                      stack: str, secret_keys: Collection[str], used: set[str]):
     """(host settings, DNS backend name, DNS settings, the key names now used)."""
-    from components.config import OWN_DNS_KEYS
     used = used | {k.name for k in backend.keys}
     values = schema.read_keys(c, raw, backend.keys, stack, secret_keys, into=v)
     dns_name = dns = None
@@ -40,7 +54,6 @@ def backend_settings(c: Checker, raw: Mapping[str, Any], v: dict, backend: backe
 
 def unused_keys(c: Checker, raw: Mapping[str, Any], used: set[str], backend: str | None) -> None:
     """A key of another backend is a mistake worth a line, not silence."""
-    from components.config import OWN_DNS_KEYS
     if backend is None:
         return
     owners: dict[tuple[str, ...], list[str]] = {}
@@ -64,7 +77,6 @@ def unused_keys(c: Checker, raw: Mapping[str, Any], used: set[str], backend: str
 
 
 def cross_checks(c: Checker, v: dict) -> None:
-    from components.config import norwegian_regions
     region, residency, domain = v["region"], v["residency"], v["domain"]
     known = norwegian_regions()
     if isinstance(region, str) and residency == "NO" and region not in known:

@@ -17,8 +17,8 @@ import smtplib
 import socket
 import sys
 
-from agent import checks, checks_dns, contract
-from agent.checks import FAIL, PASS, Check
+from agent import checks_dns, contract, verdict
+from agent.verdict import FAIL, PASS, Check
 from ops import stack as deployed_stack
 
 RELAY_FROM, RELAY_TO = "check@elsewhere.test", "relay-test@elsewhere.test"
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps({"checks": [c.as_dict() for c in found],
-                          "summary": checks.summary(found)}, indent=2))
+                          "summary": verdict.summary(found)}, indent=2))
     else:
-        print(checks.table(found))
+        print(verdict.table(found))
     return 1 if any(c.level == FAIL for c in found) else 0
 
 

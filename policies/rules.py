@@ -15,7 +15,7 @@ from pulumi_policy.proxy import UnknownValueError
 
 from agent import contract
 from components import backends
-from components.config import norwegian_regions
+from components.config_rules import norwegian_regions
 
 PROJECT_NS = "bulletproof-mail"
 MIN_DKIM_BITS = 2048

@@ -5,7 +5,7 @@ import functools
 import pytest
 
 from agent import example
-from agent.spec import SPEC_VERSION, SpecError, load, merge, split
+from agent.spec import SPEC_VERSION, SpecError, load, merge, public_view, split
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,7 +100,7 @@ def test_split_keeps_secrets_out_of_the_public_part(data):
 
 
 def test_public_view_has_no_secrets(data):
-    view = load(data).public_view()
+    view = public_view(load(data))
     assert "PRIVATE KEY" not in repr(view) and "$6$" not in repr(view)
 
 

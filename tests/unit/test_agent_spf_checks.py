@@ -1,7 +1,7 @@
 """SPF evaluation and the DNS checks against a fake resolver (a dict of records)."""
 import pytest
 
-from agent import checks, checks_dns, spf
+from agent import checks, checks_dns, spf, verdict
 
 IP = "10.77.0.2"
 
@@ -96,13 +96,13 @@ SPF_BY_IP = {("example.test", "TXT"): [f"v=spf1 ip4:{IP} -all"]}
 ])
 def test_each_dns_check_fails_alone(name, changes, helo, p):
     found = run(fake(set=changes), helo, p)
-    assert {n for n, c in found.items() if c.level == checks.FAIL} == {name}
+    assert {n for n, c in found.items() if c.level == verdict.FAIL} == {name}
     assert found[name].fix
 
 
 def test_dmarc_p_none_is_a_warning():
     found = run(fake(set={("_dmarc.example.test", "TXT"): ["v=DMARC1; p=none"]}))
-    assert found["dmarc"].level == checks.WARN
+    assert found["dmarc"].level == verdict.WARN
 
 
 def test_thresholds_parse_and_refuse_unknown_names():
@@ -113,6 +113,6 @@ def test_thresholds_parse_and_refuse_unknown_names():
 
 
 def test_table_shows_fix_only_for_problems():
-    text = checks.table([checks.Check("a", "pass", "fine", "unused"),
-                         checks.Check("b", "fail", "broken", "do this")])
+    text = verdict.table([verdict.Check("a", "pass", "fine", "unused"),
+                         verdict.Check("b", "fail", "broken", "do this")])
     assert "fix: do this" in text and "unused" not in text and "1 pass, 0 warn, 1 fail" in text

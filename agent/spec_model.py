@@ -1,0 +1,117 @@
+"""The spec's model: the frozen dataclasses a valid spec becomes, and its error. agent/spec.py is
+the contract that exposes them (with load, merge, split); agent/spec_checks.py builds them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SPEC_VERSION = 1
+
+# Dovecot schemes we accept: strong, salted, slow hashes only (no PLAIN/MD5/SHA1).
+HASH_SCHEMES = ("SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID", "ARGON2I")
+TLS_MODES = ("self-signed", "provided")
+
+
+class SpecError(ValueError):
+    """Every problem of a spec, one ``path: message`` per line."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("invalid spec:\n  " + "\n  ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class User:
+    address: str
+    password_hash: str
+    quota_mb: int
+
+    @property
+    def local_part(self) -> str:
+        return self.address.split("@", 1)[0]
+
+
+@dataclass(frozen=True)
+class DnsblSite:
+    zone: str
+    weight: int = 1
+    filter: str | None = None  # e.g. "127.0.0.[2..11]": only these answers count
+
+
+@dataclass(frozen=True)
+class StubZone:
+    name: str
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Dkim:
+    selector: str
+    private_key_pem: str
+
+
+@dataclass(frozen=True)
+class Tls:
+    mode: str
+    cert_pem: str | None = None
+    key_pem: str | None = None
+
+
+@dataclass(frozen=True)
+class Postscreen:
+    dnsbl_sites: tuple[DnsblSite, ...] = ()
+    dnsbl_threshold: int = 2
+    allowlist: tuple[str, ...] = ()
+    greet_wait_s: int = 6
+
+
+@dataclass(frozen=True)
+class Resolver:
+    forwarders: tuple[str, ...]
+    stub_zones: tuple[StubZone, ...] = ()
+    insecure_domains: tuple[str, ...] = ()
+    max_negative_ttl_s: int = 3600
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    client_connection_rate: int = 30
+    client_message_rate: int = 60
+    client_auth_rate: int = 10
+    client_connection_count: int = 20
+    # Messages (counted per recipient) one SASL user may send per hour, enforced by
+    # policyd-rate-limit: anvil counts per client IP, and a compromised account rotates IPs.
+    outbound_per_user_per_hour: int = 200
+
+
+@dataclass(frozen=True)
+class Limits:
+    message_size_limit: int = 26214400
+    queue_minfree: int = 104857600
+
+
+@dataclass(frozen=True)
+class Features:
+    https: bool = False
+    spf_policy: bool = True
+    ssh_port: int = 22
+    # The cloud translates the public addresses (Azure): they are not on the host's interfaces,
+    # so Postfix must not bind to them; the checks (FCrDNS, SPF, DNSBL) still use them.
+    public_ip_nat: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    version: int
+    domain: str
+    hostname: str
+    ipv4: str
+    ipv6: str | None
+    users: tuple[User, ...]
+    aliases: tuple[tuple[str, tuple[str, ...]], ...]
+    dkim: Dkim
+    tls: Tls
+    postscreen: Postscreen
+    resolver: Resolver
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    limits: Limits = field(default_factory=Limits)
+    features: Features = field(default_factory=Features)
