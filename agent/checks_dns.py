@@ -37,7 +37,7 @@ class Lookup:
 
 
 def _err(name: str, exc: Exception, lookup: Lookup) -> Check:
-    return Check(name, FAIL, f"DNS lookup failed via {lookup.server}: {type(exc).__name__}",
+    return Check(name, FAIL, f"DNS lookup failed via {lookup.server}: {type(exc).__name__}: {exc}",
                  "check that unbound runs and reaches the stack's DNS server")
 
 

@@ -107,7 +107,15 @@ def _aliases(c: Checker, key: str, value):
     if not isinstance(value, dict):
         c.err(key, f"{value!r} must map an address to a mailbox, e.g. {{info@example.no: alice@example.no}}")
         return {}
-    return dict(value)
+    out = {}
+    for alias, targets in value.items():
+        listed = [targets] if isinstance(targets, str) else targets
+        if not (isinstance(listed, list) and listed and all(isinstance(t, str) for t in listed)):
+            c.err(f"{key}[{alias!r}]", f"{targets!r} is not an address or a list of addresses; "
+                                       f"e.g. {alias}: alice@example.no")
+            continue
+        out[alias] = listed
+    return out
 
 
 def _dnsbl_sites(c: Checker, key: str, value):

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+import dns.exception
 import pulumi
 
 from components import schema
@@ -107,10 +109,16 @@ class ApiLookup:
         request = urllib.request.Request(
             f"{os.environ.get(API_ENV, API)}/zones/{self.zone_id}/dns_records?{query}",
             headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(request, timeout=15) as reply:
-            body = json.load(reply)
+        try:
+            with urllib.request.urlopen(request, timeout=15) as reply:
+                body = json.load(reply)
+        except urllib.error.HTTPError as err:  # the API explains itself in the body
+            body = json.loads(err.read() or b"{}")
+        except (OSError, ValueError) as err:
+            raise dns.exception.DNSException(f"Cloudflare API: {err}") from err
         if not body.get("success"):
-            raise OSError(f"Cloudflare API: {body.get('errors')}")
+            messages = "; ".join(e.get("message", "") for e in body.get("errors", []))
+            raise dns.exception.DNSException(f"Cloudflare API: {messages or body}")
         out = []
         for rec in body.get("result", []):
             if rtype == "TXT":

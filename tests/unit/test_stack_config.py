@@ -84,3 +84,27 @@ def test_ssh_keys_on_the_local_backend_are_refused_by_name():
     with pytest.raises(config.ConfigError) as err:
         config.load({**local_stack.raw(), "ssh_host": "192.0.2.10"}, "local")
     assert err.value.errors[0].startswith("ssh_host: only used with backend: ssh")
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"dnsbl_sites": [{"site": "dnsbl.test", "weight": 0}]}, "dnsbl_sites[0].weight: must not be 0"),
+    ({"users": [{"address": "postmaster@bulletproof.test"}]}, "aliases['postmaster@bulletproof.test']: is also a user"),
+    ({"aliases": {"|/tmp/x@bulletproof.test": "alice@bulletproof.test"}}, "aliases['|/tmp/x@bulletproof.test']: "),
+], ids=["dnsbl-weight-0", "postmaster-as-user", "alias-pipe"])
+def test_what_the_agent_would_refuse_is_refused_before_any_resource(changes, expected):
+    """The spec built from the config goes through the agent's own rules at load time, so the
+    host never refuses what the stack accepted (after the bridge, DNS server and proxy exist)."""
+    errors = errors_for(**changes)
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"domain": "bulletproof.test\n"}, "domain: 'bulletproof.test\\n' is not a domain name"),
+    ({"users": [{"address": "alice\n@bulletproof.test"}]}, "users[0].address: 'alice\\n@bulletproof.test' is not"),
+    ({"users": [{"address": "a..b@bulletproof.test"}]}, "users[0].address: 'a..b@bulletproof.test' is not"),
+    ({"aliases": {"info@bulletproof.test": 5}}, "aliases['info@bulletproof.test']: 5 is not an address"),
+    ({"dmarc_rua": "x@example.no; p=reject"}, "dmarc_rua: 'x@example.no; p=reject' is not an email address"),
+], ids=["domain-newline", "user-newline", "double-dot", "alias-int", "rua-injection"])
+def test_a_value_matches_its_rule_as_a_whole_string(changes, expected):
+    errors = errors_for(**changes)
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
