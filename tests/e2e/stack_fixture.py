@@ -23,13 +23,14 @@ class Stack:
     name: str
     env: dict
     timings: dict = field(default_factory=dict)
+    checkout: pathlib.Path = ROOT  # the project the program runs from (its names derive from it)
 
     @property
     def config_file(self) -> pathlib.Path:
-        return ROOT / f"Pulumi.{self.name}.yaml"
+        return self.checkout / f"Pulumi.{self.name}.yaml"
 
     def run(self, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
-        return pulumi([*args, "--stack", self.name], ROOT, self.env, check=check, timeout=timeout)
+        return pulumi([*args, "--stack", self.name], self.checkout, self.env, check=check, timeout=timeout)
 
     def timed(self, label: str, *args: str, **kw) -> subprocess.CompletedProcess:
         start = time.monotonic()
@@ -39,7 +40,7 @@ class Stack:
             self.timings[label] = round(time.monotonic() - start, 1)
 
     def outputs(self) -> dict:
-        return outputs(ROOT, self.env, self.name)
+        return outputs(self.checkout, self.env, self.name)
 
     def config(self) -> dict:
         return yaml.safe_load(self.config_file.read_text())
@@ -48,8 +49,9 @@ class Stack:
         self.config_file.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def create(state_dir: pathlib.Path, config: dict | None = None, name: str | None = None) -> Stack:
-    stack = Stack(name or f"e2e-{uuid.uuid4().hex[:6]}", tools_env(state_dir))
+def create(state_dir: pathlib.Path, config: dict | None = None, name: str | None = None,
+           checkout: pathlib.Path = ROOT) -> Stack:
+    stack = Stack(name or f"e2e-{uuid.uuid4().hex[:6]}", tools_env(state_dir), checkout=checkout)
     stack.run("stack", "init", "--secrets-provider", "passphrase")
     doc = stack.config()  # holds the new stack's encryptionsalt
     doc["config"] = dict(local_stack.config() if config is None else config)
@@ -68,8 +70,8 @@ def remove(stack: Stack, deployed: bool = True) -> None:
         if deployed:
             unprotect(stack)
             stack.run("destroy", "--yes", "--refresh", check=False)
-            subprocess.run([sys.executable, "-m", "localcloud", "stop-all", "--stack", stack.name],
-                           cwd=ROOT, check=False, capture_output=True)
+            subprocess.run([sys.executable, "-m", "localcloud", "stop-all", "--stack", stack.name,
+                            "--checkout", str(stack.checkout)], cwd=ROOT, check=False, capture_output=True)
         stack.run("stack", "rm", "--yes", "--force", check=False)
     finally:
         stack.config_file.unlink(missing_ok=True)
