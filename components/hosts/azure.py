@@ -75,34 +75,7 @@ class AzureHost(Host):
         group = resources.ResourceGroup(f"{name}-rg", resource_group_name=az.resource_group,
                                         location=region, opts=child)
         where = dict(resource_group_name=group.name, location=region)
-        vnet = network.VirtualNetwork(f"{name}-vnet", **where, address_space=network.AddressSpaceArgs(
-            address_prefixes=[VNET_V4, *([VNET_V6] if az.ipv6 else [])]), opts=child)
-        subnet = network.Subnet(f"{name}-subnet", resource_group_name=group.name,
-                                virtual_network_name=vnet.name, subnet_name="mail",
-                                address_prefixes=[SUBNET_V4, *([SUBNET_V6] if az.ipv6 else [])], opts=child)
-        nsg = network.NetworkSecurityGroup(f"{name}-nsg", **where, security_rules=[
-            network.SecurityRuleArgs(name=f"allow-tcp-{port}", priority=100 + i, direction="Inbound",
-                                     access="Allow", protocol="Tcp", source_address_prefix="*",
-                                     source_port_range="*", destination_address_prefix="*",
-                                     destination_port_range=str(port))
-            for i, port in enumerate(contract.public_tcp_ports())], opts=child)
-
-        versions = (4, 6) if az.ipv6 else (4,)
-        self._public = {v: network.PublicIPAddress(
-            f"{name}-ipv{v}", **where, sku=network.PublicIPAddressSkuArgs(name="Standard"),
-            public_ip_allocation_method="Static", public_ip_address_version=f"IPv{v}",
-            dns_settings=network.PublicIPAddressDnsSettingsArgs(
-                domain_name_label=dns_label(cfg.fqdn, "-v6" if v == 6 else "")),
-            # the PTR is set by the command below, once the A/AAAA records resolve
-            opts=self.moved(args, ignore_changes=["dnsSettings.reverseFqdn"]))
-            for v in versions}
-        nic = network.NetworkInterface(f"{name}-nic", **where, network_security_group=network.NetworkSecurityGroupArgs(
-            id=nsg.id), ip_configurations=[network.NetworkInterfaceIPConfigurationArgs(
-                name=f"ipv{v}", primary=v == 4, private_ip_address_version=f"IPv{v}",
-                private_ip_allocation_method="Dynamic", subnet=network.SubnetArgs(id=subnet.id),
-                public_ip_address=network.PublicIPAddressArgs(id=ip.id)) for v, ip in self._public.items()],
-            opts=child)
-
+        nic = self._network(name, args, network, group, where)
         self.ipv4 = self._public[4].ip_address
         self.ipv6 = self._public[6].ip_address if az.ipv6 else None
         self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, public_ip_nat=True)
@@ -135,6 +108,38 @@ class AzureHost(Host):
         self.host_id, self.exports = vm.id, {}
         self._args = args
         self.register_outputs({"ipv4": self.ipv4})
+
+    def _network(self, name: str, args: HostArgs, network, group, where: dict):
+        """VNet, subnet, NSG (SSH and the mail ports), static public IPs, the NIC: the NIC."""
+        az, child = args.cfg.host, self.moved(args)
+        vnet = network.VirtualNetwork(f"{name}-vnet", **where, address_space=network.AddressSpaceArgs(
+            address_prefixes=[VNET_V4, *([VNET_V6] if az.ipv6 else [])]), opts=child)
+        subnet = network.Subnet(f"{name}-subnet", resource_group_name=group.name,
+                                virtual_network_name=vnet.name, subnet_name="mail",
+                                address_prefixes=[SUBNET_V4, *([SUBNET_V6] if az.ipv6 else [])], opts=child)
+        nsg = network.NetworkSecurityGroup(f"{name}-nsg", **where, security_rules=[
+            network.SecurityRuleArgs(name=f"allow-tcp-{port}", priority=100 + i, direction="Inbound",
+                                     access="Allow", protocol="Tcp", source_address_prefix="*",
+                                     source_port_range="*", destination_address_prefix="*",
+                                     destination_port_range=str(port))
+            for i, port in enumerate(contract.public_tcp_ports())], opts=child)
+
+        versions = (4, 6) if az.ipv6 else (4,)
+        self._public = {v: network.PublicIPAddress(
+            f"{name}-ipv{v}", **where, sku=network.PublicIPAddressSkuArgs(name="Standard"),
+            public_ip_allocation_method="Static", public_ip_address_version=f"IPv{v}",
+            dns_settings=network.PublicIPAddressDnsSettingsArgs(
+                domain_name_label=dns_label(args.cfg.fqdn, "-v6" if v == 6 else "")),
+            # the PTR is set by reverse_dns, once the A/AAAA records resolve
+            opts=self.moved(args, ignore_changes=["dnsSettings.reverseFqdn"]))
+            for v in versions}
+        nic = network.NetworkInterface(f"{name}-nic", **where, network_security_group=network.NetworkSecurityGroupArgs(
+            id=nsg.id), ip_configurations=[network.NetworkInterfaceIPConfigurationArgs(
+                name=f"ipv{v}", primary=v == 4, private_ip_address_version=f"IPv{v}",
+                private_ip_allocation_method="Dynamic", subnet=network.SubnetArgs(id=subnet.id),
+                public_ip_address=network.PublicIPAddressArgs(id=ip.id)) for v, ip in self._public.items()],
+            opts=child)
+        return nic
 
     def reverse_dns(self, fqdn: str, after: list) -> list:
         """After the A/AAAA records exist: the PTR of each public IP through Azure's API."""

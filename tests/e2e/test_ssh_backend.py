@@ -172,7 +172,8 @@ def test_up_installs_the_agent_over_ssh_and_verification_passes(stack, server):
     assert outs["verification"]["failed"] == 0 and outs["verification"]["passed"] > 0
     assert outs["host_ipv4"] == server.ip and outs["ssh_target"] == f"debian@{server.ip}"
     assert outs["dns_records"][f"{FQDN}."]["A"] == [server.ip]
-    assert "ssh_private_key" not in outs  # the user's own key is not echoed back
+    # the user's own key, a secret output as in the config: the operator commands log in with it
+    assert outs["ssh_private_key"] == server.private_key
     # The stack wrote no PTR: the provider's record is untouched.
     reverse = rfc2136.read(server.gateway, 53, server.reverse_zone, server.ip.rsplit(".", 1)[1], "PTR")[0]
     assert reverse == [f"{FQDN}."]
@@ -200,6 +201,19 @@ def test_the_deployed_server_takes_mail_by_submission_and_serves_it_by_imaps(sta
     mailclient.submit(server.ip, alice, outs["mail_passwords"][alice], bob, subject)
     found = mailclient.imap_find(server.ip, bob, outs["mail_passwords"][bob], subject)
     assert found is not None, "the message never reached bob's mailbox"
+
+
+@pytest.mark.parametrize("target", ["verify", "check", "outputs"])
+def test_the_operator_commands_work_on_an_existing_server(stack, server, target):
+    proc = subprocess.run(["make", "-s", target, f"STACK={stack.name}"], cwd=ROOT, env=stack.env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if target == "verify":
+        assert json.loads(proc.stdout)["failed"] == 0 and json.loads(proc.stdout)["passed"] > 0
+    elif target == "check":
+        assert "0 fail" in proc.stdout and "outside:fcrdns" in proc.stdout and "host:queue" in proc.stdout
+    else:
+        assert json.loads(proc.stdout)["ssh_target"] == f"debian@{server.ip}"
 
 
 def test_second_up_changes_nothing(stack):
