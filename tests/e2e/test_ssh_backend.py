@@ -173,7 +173,7 @@ def test_up_installs_the_agent_over_ssh_and_verification_passes(stack, server):
     assert outs["host_ipv4"] == server.ip and outs["ssh_target"] == f"debian@{server.ip}"
     assert outs["dns_records"][f"{FQDN}."]["A"] == [server.ip]
     # the user's own key, a secret output as in the config: the operator commands log in with it
-    assert outs["ssh_private_key"] == server.private_key
+    assert outs["ssh_private_key"].strip() == server.private_key.strip()
     # The stack wrote no PTR: the provider's record is untouched.
     reverse = rfc2136.read(server.gateway, 53, server.reverse_zone, server.ip.rsplit(".", 1)[1], "PTR")[0]
     assert reverse == [f"{FQDN}."]
