@@ -26,7 +26,7 @@ endif
 PULUMI := pulumi --non-interactive
 PULUMI_STACK := $(PULUMI) --stack $(STACK)
 
-.PHONY: check tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs test test-unit test-integration test-e2e bench
+.PHONY: check tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs backup backups restore purge-backups test test-unit test-integration test-e2e bench
 
 tools:
 	@tools/build-pulumi.sh >/dev/null
@@ -54,6 +54,7 @@ stack: prereqs passphrase
 # Refresh first: containers and servers from an earlier session are gone in the next one,
 # and `up` must bring them back.
 up: stack
+	@$(PY) -m ops.plan --stack $(STACK) --confirm "$(CONFIRM)"
 	$(PULUMI_STACK) up --yes --refresh --skip-preview
 
 # PREVIEW_FLAGS: extra flags, e.g. CI adds `--policy-pack policies`.
@@ -74,6 +75,21 @@ verify: stack
 # host's own `bulletproof-agent status`; exits 1 only on fail-level results.
 check: stack
 	@$(PY) -m ops.check --stack $(STACK)
+
+# Backups off the host (restic): run one now, list them, restore (MAILBOX=addr for one mailbox,
+# into a folder of its own; SNAPSHOT=id, default the newest).
+backup: stack
+	@$(PY) -m ops.backup run --stack $(STACK)
+
+backups: stack
+	@$(PY) -m ops.backup snapshots --stack $(STACK)
+
+restore: stack
+	@$(PY) -m ops.backup restore --stack $(STACK) $(if $(MAILBOX),--mailbox $(MAILBOX)) $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
+
+# The local stack's backups outlive `make down`; this removes them, for good.
+purge-backups:
+	@$(PY) -m localcloud purge-backups --stack $(STACK)
 
 outputs: stack
 	@$(PY) -m ops.outputs --stack $(STACK)

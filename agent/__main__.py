@@ -1,5 +1,6 @@
-"""bulletproof-agent apply | plan | status | report  [--spec FILE] [--secrets FILE] [--json]
+"""bulletproof-agent apply | plan | status | report | drain  [--spec FILE] [--secrets FILE] [--json]
                    [--run-id ID] [--root DIR] [--threshold NAME=VALUE] [--since 24h] [--html FILE]
+bulletproof-agent backup run | prune | check | snapshots | restore ...  (agent/backup_cli.py)
 
 Exit status: 0 ok, 1 the run failed (nothing half-applied: see the message), 2 the spec or
 the command line is invalid.
@@ -27,7 +28,7 @@ DEFAULT_SPEC = f"{CONFIG_DIR}/spec.json"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bulletproof-agent", description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("apply", "plan", "status", "report"))
+    p.add_argument("command", choices=("apply", "plan", "status", "report", "drain"))
     p.add_argument("--spec", default=DEFAULT_SPEC, help="spec JSON (default %(default)s)")
     p.add_argument("--secrets", help="secrets JSON (default: secrets.json beside the spec, "
                    "if present)")
@@ -137,6 +138,10 @@ def _ensure_jinja2(host: Host) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["backup"]:  # its own command line; needs no jinja2
+        from agent import backup_cli
+        return backup_cli.main(argv[1:])
     args = _parser().parse_args(argv)
     host = Host(root=args.root, dry_run=args.command == "plan",
                 run_id=args.run_id or uuid.uuid4().hex[:12])
@@ -146,6 +151,12 @@ def main(argv=None) -> int:
         return _status(host, args)
     if args.command == "report":
         return _report(args)
+    if args.command == "drain":
+        from agent import drain
+        with open(host.path("/run/bulletproof-agent.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # never under a running apply
+            print("\n".join(drain.drain()))
+        return 0
     try:
         spec, raw_public, raw_secrets = _read_spec(args)
     except (SpecError, OSError) as exc:

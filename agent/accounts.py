@@ -1,16 +1,17 @@
 """System account and directories that own the mailboxes (vmail), before any config refers
-to them."""
+to them. The mailboxes are on the data volume (agent/contract.py MAIL_DIR); vmail's id is
+fixed, so another host finds them owned by its own vmail."""
 from __future__ import annotations
 
 import os
 import pwd
 
+from agent.contract import MAIL_DIR as MAIL_ROOT
 from agent.host import Host
 from agent.step import Context, StepResult
 
 NAME = "accounts"
 VMAIL_UID = 5000
-MAIL_ROOT = "/var/mail/vhosts"
 
 
 def _has_user(name: str) -> bool:

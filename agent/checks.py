@@ -30,18 +30,19 @@ def facts_from_spec(public: dict) -> dict:
         "tls_mode": (public.get("tls") or {}).get("mode", "self-signed"),
         "tcp_ports": list(contract.public_tcp_ports(feats.get("ssh_port", contract.SSH_PORT),
                                                     bool(feats.get("https")))),
+        "backup": public.get("backup"),
     }
 
 
 def run_all(facts: dict, thresholds: dict | None = None, nameserver: str = "127.0.0.1",
             port: int = 53) -> list[Check]:
-    from agent import checks_dns, checks_host
+    from agent import checks_backup, checks_dns, checks_host
     limits = {**THRESHOLDS, **(thresholds or {})}
     dns = checks_dns.Lookup(nameserver, port)
     out = checks_dns.run(dns, facts, helo=checks_host.helo_name(),
                          dkim_p=checks_host.signing_key_p(facts))
     out += checks_host.run(facts, limits)
-    return out
+    return out + checks_backup.run(facts, limits)
 
 
 def parse_thresholds(items: list[str]) -> dict:

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from agent import preflight, services
+from agent.contract import QUEUE_DIR
 from agent.verdict import FAIL, PASS, WARN, Check
 
 LOOPBACK = ("127.", "[::1]", "::1")
@@ -133,11 +134,11 @@ def queue(limits: dict, now: float | None = None) -> Check:
 
 
 def fsync(limits: dict) -> Check:
-    ms = preflight.fsync_latency_ms("/var/spool/postfix")
+    ms = preflight.fsync_latency_ms(QUEUE_DIR)
     if ms > limits["fsync_warn_ms"]:
-        return Check("fsync", WARN, f"fsync {ms:.1f} ms on /var/spool/postfix (> "
+        return Check("fsync", WARN, f"fsync {ms:.1f} ms on {QUEUE_DIR} (> "
                      f"{limits['fsync_warn_ms']} ms): the queue stalls under load",
-                     "move the spool to faster storage (SSD/NVMe, no noisy neighbours)")
+                     "put the data volume on faster storage (SSD/NVMe, no noisy neighbours)")
     return Check("fsync", PASS, f"fsync {ms:.1f} ms")
 
 

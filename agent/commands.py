@@ -14,6 +14,8 @@ NAME = "commands"
 def decide(ctx: Context, has_aliases_db: bool) -> list[list[str]]:
     touched = ctx.touched  # the pseudo-services the files step names for these files
     todo = []
+    if "daemon-reload" in touched:  # a unit drop-in changed (RequiresMountsFor the volume)
+        todo.append(["systemctl", "daemon-reload"])
     if "hostname" in touched:
         todo.append(["hostname", ctx.spec.hostname])
     if "newaliases" in touched or not has_aliases_db:
@@ -41,7 +43,11 @@ def run(ctx: Context, argv: list[str]) -> None:
     try:
         ctx.host.run(argv)
     except subprocess.CalledProcessError as exc:
-        raise CommandError(f"{argv[0]} failed", file="/etc/aliases",
+        file, fix = _BLAME.get(argv[0], ("", "see the tool output"))
+        raise CommandError(f"{' '.join(argv)} failed", file=file,
                            tool_output=exc.stderr or exc.stdout or "",
-                           fix="check the spec's aliases (see aliases(5)); the files of this "
-                               "run were put back") from exc
+                           fix=f"{fix}; the files of this run were put back") from exc
+
+
+_BLAME = {"newaliases": ("/etc/aliases", "check the spec's aliases (see aliases(5))"),
+          "systemctl": ("/etc/systemd/system", "see journalctl -b for what systemd refused")}

@@ -37,10 +37,24 @@ PENDING_SPEC = f"{PENDING_DIR}/spec.json"
 PENDING_SECRETS = f"{PENDING_DIR}/secrets.json"
 STATE_DIR = "/var/lib/bulletproof-mail"
 STATE_FILE = f"{STATE_DIR}/state.json"         # the last run's report
+JOURNAL = f"{STATE_DIR}/journal.json"         # an apply in progress (undo data), see agent/journal.py
 FIRSTBOOT_LOG = "/var/log/bulletproof-agent-firstboot.log"
-TLS_CERT = f"{CONFIG_DIR}/tls/cert.pem"
-TLS_KEY = f"{CONFIG_DIR}/tls/key.pem"
 MAIL_LOG = "/var/log/mail.log"
+# The data volume: every piece of mail state lives under it (it outlives the host). What the
+# backup saves and a restore puts back.
+DATA_DIR = "/srv/mail"
+# The local stack's backup repository, a directory of the machine mounted into the host.
+BACKUP_DIR = "/srv/backup"
+
+# The mail state lives on a data volume that outlives the host (spec ``volume``): a new host
+# attached to it serves the old mail. Everything that must survive a host replacement is here.
+DATA_DIR = "/srv/mail"
+MAIL_DIR = f"{DATA_DIR}/vhosts"               # mailboxes: MAIL_DIR/<domain>/<user>/Maildir
+QUEUE_DIR = f"{DATA_DIR}/postfix"             # Postfix's queue_directory
+TLS_CERT = f"{DATA_DIR}/tls/cert.pem"         # the host's TLS pair (a self-signed one is kept)
+TLS_KEY = f"{DATA_DIR}/tls/key.pem"
+DATA_STATE_DIR = f"{DATA_DIR}/state"          # for state of later filters (spare)
+VOLUME_LABEL = "bulletproof-mail"             # the ext4 label of a volume the agent formatted
 
 
 def apply_command(run_id: str) -> str:
@@ -50,6 +64,8 @@ def apply_command(run_id: str) -> str:
 
 
 STATUS_COMMAND = f"{AGENT} status --json"
+# Before a host stops for good: port 25 answers 4xx, the mail services stop cleanly.
+DRAIN_COMMAND = f"{AGENT} drain"
 
 
 # --- DNSBLs ---------------------------------------------------------------------------------
@@ -71,6 +87,7 @@ THRESHOLDS = {
     "fsync_warn_ms": 20.0,             # the article's iowait warning; never a failure
     "cert_days_warn": 21,
     "cert_days_fail": 7,
+    "backup_age_fail_s": 86400,        # newest snapshot (warn: older than 2 x the interval)
 }
 
 

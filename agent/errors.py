@@ -31,6 +31,19 @@ class PreflightError(AgentError):
     step = "preflight"
 
 
+class RecoveryError(AgentError):
+    """The journal of an interrupted apply could not be undone; it is kept for the next run."""
+    step = "recover"
+
+
+class VolumeError(AgentError):
+    step = "volume"
+
+
+class MigrationError(AgentError):
+    step = "migrate"
+
+
 class PackageError(AgentError):
     step = "packages"
 
@@ -50,6 +63,15 @@ class ServiceError(AgentError):
 
 class CommandError(AgentError):
     step = "commands"
+
+
+class BackupError(AgentError):
+    """A backup command refused or failed (wrong password, no such snapshot or mailbox...)."""
+    step = "backup"
+
+    def line(self) -> str:
+        """The one line a refusal prints: what, the value, the fix."""
+        return f"{self.message}; fix: {self.fix}" if self.fix else self.message
 
 
 class UnexpectedError(AgentError):

@@ -7,6 +7,7 @@ are never shown in a diff, only that they change.
 from __future__ import annotations
 
 import difflib
+import glob
 import grp
 import os
 import pwd
@@ -16,15 +17,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from agent import render, validate
+from agent import backup_config, journal, render, validate
 from agent.contract import STATE_DIR
 from agent.render import Target
 from agent.step import Context, StepResult
 
 NAME = "files"
 
-SECRET_TEMPLATES = {"@dkim_key", "@tls_key"}
-SECRET_PATHS = {"/etc/dovecot/users"}
+SECRET_TEMPLATES = {"@dkim_key", "@tls_key", "@backup_password"}
+SECRET_PATHS = {"/etc/dovecot/users", backup_config.ENV_FILE}
 
 
 @dataclass
@@ -101,6 +102,27 @@ def write_atomic(real: str, data: bytes, mode: int, owner: str, group: str) -> N
     finally:
         os.close(fd)
     os.replace(tmp, real)
+    fsync_dir(d)
+
+
+def fsync_dir(d: str) -> None:
+    """Make a rename in ``d`` durable: the journal may name this file after a power cut."""
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_durably(src: str, dst: str) -> None:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy2(src, dst)
+    st = os.stat(src)
+    if os.geteuid() == 0:
+        os.chown(dst, st.st_uid, st.st_gid)
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())
+    fsync_dir(os.path.dirname(dst))
 
 
 def stage(stage_dir: str, rendered: dict[str, bytes], targets: list[Target]) -> None:
@@ -112,22 +134,23 @@ def stage(stage_dir: str, rendered: dict[str, bytes], targets: list[Target]) -> 
         os.utime(stage_dir + t.path, (past, past))
 
 
-def swap_in(root_path, changes_: list[Change], backup_dir: str) -> list[tuple[str, str | None]]:
-    """Apply the changes; return the undo log [(real path, backup path or None)]."""
+def swap_in(root_path, changes_: list[Change], backup_dir: str, note=None
+            ) -> list[tuple[str, str | None]]:
+    """Back up every file first, then ``note(undo)`` (the journal), then write; return the
+    undo log [(real path, backup path or None)]. Undoing an entry whose file was not written
+    yet is harmless, so the log is complete before the first live file changes."""
     undo = []
+    for c in changes_:
+        real = root_path(c.path)
+        backup = backup_dir + c.path if os.path.exists(real) else None
+        if backup:
+            _copy_durably(real, backup)
+        undo.append((real, backup))
+    if note:
+        note(undo)
     try:
         for c in changes_:
-            real = root_path(c.path)
-            backup = None
-            if os.path.exists(real):
-                backup = backup_dir + c.path
-                os.makedirs(os.path.dirname(backup), exist_ok=True)
-                shutil.copy2(real, backup)
-                st = os.stat(real)
-                if os.geteuid() == 0:
-                    os.chown(backup, st.st_uid, st.st_gid)
-            undo.append((real, backup))
-            write_atomic(real, c.new, c.target.mode, c.target.owner, c.target.group)
+            write_atomic(root_path(c.path), c.new, c.target.mode, c.target.owner, c.target.group)
     except BaseException:
         rollback(undo)
         raise
@@ -142,11 +165,9 @@ def rollback(undo: list[tuple[str, str | None]]) -> None:
                 os.unlink(real)
             continue
         tmp = real + ".bpm-restore"
-        shutil.copy2(backup, tmp)
-        st = os.stat(backup)
-        if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
+        _copy_durably(backup, tmp)
         os.replace(tmp, real)
+        fsync_dir(os.path.dirname(real))
 
 
 # -- the step ------------------------------------------------------------------------------
@@ -167,7 +188,8 @@ def apply(ctx: Context) -> StepResult:
     if todo and not host.dry_run:
         backup = host.path(f"{STATE_DIR}/backup/{host.run_id or 'last'}")
         shutil.rmtree(backup, ignore_errors=True)
-        result.undo = swap_in(host.path, todo, backup)
+        result.undo = swap_in(host.path, todo, backup, lambda undo: journal.note(
+            ctx, NAME, undo, result.services))
     return result
 
 
@@ -177,12 +199,18 @@ def _validate_staged(ctx: Context, targets: list[Target]) -> list[str]:
     base = None if host.dry_run else host.path(STATE_DIR)  # plan writes nothing on the host
     if base:
         os.makedirs(base, mode=0o700, exist_ok=True)
+        for old in glob.glob(os.path.join(base, "staging-*")):  # a killed run's (keys inside)
+            shutil.rmtree(old, ignore_errors=True)
     staging = tempfile.mkdtemp(prefix="staging-", dir=base)
+    queue = tempfile.mkdtemp(prefix="bpm-queue-")  # `postfix check` fills it
+    os.chmod(queue, 0o755)  # as Postfix wants it: postsuper enters it as postfix
     try:
-        stage(staging, render.render(ctx.spec, ctx.tls_pair, prefix=staging), targets)
+        stage(staging, render.render(ctx.spec, ctx.tls_pair, prefix=staging, queue_dir=queue),
+              targets)
         return validate.validate(staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(queue, ignore_errors=True)
 
 
 def undo(ctx: Context, data: list) -> str:

@@ -11,6 +11,7 @@ import tempfile
 from agent.errors import ApplyError
 from agent.contract import TLS_CERT as CERT, TLS_KEY as KEY
 from agent.host import Host
+from agent.migrate import LEGACY_TLS_CERT, LEGACY_TLS_KEY
 from agent.spec import Spec
 from agent.step import Context, StepResult
 
@@ -61,9 +62,12 @@ def tls_pair(spec: Spec, host: Host) -> tuple[tuple[str, str], bool, str]:
     in memory only, so the staged set can be validated; the files step writes it."""
     if spec.tls.mode == "provided":
         return (spec.tls.cert_pem, spec.tls.key_pem), False, "provided by the spec"
-    cert, key = _read(host.path(CERT)), _read(host.path(KEY))
-    if cert and key and _cert_matches(cert, key, spec.hostname):
-        return (cert, key), False, "self-signed pair kept"
+    for cert_path, key_path in ((CERT, KEY), (LEGACY_TLS_CERT, LEGACY_TLS_KEY)):
+        cert, key = _read(host.path(cert_path)), _read(host.path(key_path))
+        if cert and key and _cert_matches(cert, key, spec.hostname):
+            # One made before the data volume moves onto it (the files step writes it there).
+            return (cert, key), False, "self-signed pair kept" + (
+                "" if cert_path == CERT else f" (from {cert_path})")
     verb = "would be generated" if host.dry_run else "generated"
     return self_signed(spec.hostname), True, f"self-signed pair {verb} for {spec.hostname}"
 

@@ -16,6 +16,7 @@ PACKAGES = (
     "ca-certificates", "python3-dnspython", "python3-jinja2", "iproute2",
     "policyd-rate-limit",  # outbound limit per SASL user (see templates/etc/policyd-rate-limit)
 )
+BACKUP_PACKAGES = ("restic",)  # only with a backup section
 # No daemon may start with package defaults (unbound would recurse to the real root
 # servers, dovecot would open 110/143): our config goes in first, then services start.
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
@@ -34,7 +35,8 @@ def missing(host: Host, packages=PACKAGES) -> list[str]:
 
 def versions(host: Host) -> dict[str, str]:
     proc = host.run(["dpkg-query", "-W", "-f=${Package} ${Version}\n",
-                     "postfix", "dovecot-core", "opendkim", "unbound", "nftables"], check=False)
+                     "postfix", "dovecot-core", "opendkim", "unbound", "nftables", "restic"],
+                    check=False)
     return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
 
 
@@ -42,9 +44,10 @@ def apply(ctx: Context) -> StepResult:
     host = ctx.host
     if not host.live:
         return StepResult(NAME, detail="not the live root: packages not checked")
-    todo = missing(host)
+    wanted = PACKAGES + (BACKUP_PACKAGES if ctx.spec.backup else ())
+    todo = missing(host, wanted)
     if not todo:
-        return StepResult(NAME, detail=f"all {len(PACKAGES)} packages installed")
+        return StepResult(NAME, detail=f"all {len(wanted)} packages installed")
     result = StepResult(NAME, changed=True, detail="install " + " ".join(todo))
     if not host.dry_run:
         install(host, todo)

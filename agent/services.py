@@ -21,6 +21,7 @@ ACTIVE_UNIT = {"postfix": "postfix@-"}
 # Reload is enough for these when they already run (master.cf changes included);
 # the others restart, which is cheap and re-reads everything.
 RELOADABLE = {"postfix", "dovecot"}
+POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
 
 
 def unit_state(host: Host, service: str) -> tuple[bool, bool]:
@@ -29,6 +30,11 @@ def unit_state(host: Host, service: str) -> tuple[bool, bool]:
     if service == "nftables":  # oneshot without RemainAfterExit semantics on some setups
         active = active or host.run(["nft", "list", "table", "inet", "filter"],
                                     check=False).returncode == 0
+    if service == "postfix" and active:
+        # Running as the live config says (its queue's master.pid locked)? Not so when the
+        # master still runs on an old queue_directory: it must be restarted, not reloaded.
+        # `master -t` exits 0 when no master holds the lock, and logs nothing.
+        active = host.run([POSTFIX_MASTER, "-t"], check=False).returncode != 0
     enabled = host.run(["systemctl", "is-enabled", "--quiet", service],
                        check=False).returncode == 0
     return active, enabled
@@ -61,7 +67,10 @@ def _journal(host: Host, unit: str) -> str:
 
 def perform(host: Host, actions: list[tuple[str, str]]) -> None:
     for service, action in actions:
-        argv = ["systemctl", action, service]
+        # Reload the real daemon: postfix.service's own reload is /bin/true and succeeds even
+        # when its instance's fails (a new queue_directory, say), so a failure would go unseen.
+        unit = ACTIVE_UNIT.get(service, service) if action in ("reload", "restart") else service
+        argv = ["systemctl", action, unit]
         try:
             host.run(argv, timeout=120)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -114,6 +123,8 @@ def restart(host: Host, touched: frozenset[str]) -> tuple[list[str], list[str]]:
     done, failed = [], []
     if not host.live or host.dry_run:
         return done, failed
+    if "daemon-reload" in touched:  # a unit drop-in was put back: systemd must see it first
+        host.run(["systemctl", "daemon-reload"], check=False)
     for service in (s for s in UNITS if s in touched):
         try:
             perform(host, [(service, "restart")])

@@ -31,17 +31,43 @@ Two files on the host, merged at load (``merge(public, secrets)``):
                       "outbound_per_user_per_hour": 200},
       "limits": {"message_size_limit": 26214400, "queue_minfree": 104857600},
       "features": {"https": false, "spf_policy": true, "ssh_port": 22,
-                   "public_ip_nat": false}              # true: ipv4/ipv6 are NATed (Azure)
-    }
+                   "public_ip_nat": false},             # true: ipv4/ipv6 are NATed (Azure)
+      "backup": {"repository": "/srv/backup/repo",      # optional; absent -> no backups
+                 "interval_min": 60,
+                 "keep": {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 6}},
+      "volume": {"kind": "directory"}            # where the mail lives (DATA_DIR, /srv/mail):
+    }                                            #   see below
+
+``volume``: the mail (mailboxes, Postfix queue, TLS pair) lives under ``/srv/mail``
+(agent/contract.py DATA_DIR), which outlives the host. ``kind`` is one of
+
+- ``"mounted"``: the stack mounts the volume at /srv/mail before the agent runs (the local
+  backend's bind mount); /srv/mail must be a mount point, or the run fails;
+- ``"directory"`` (the default when ``volume`` is absent): a plain directory on the host's own
+  disk (an existing server, ``ssh``);
+- ``"block"`` with ``"device": "/dev/..."`` (an Azure managed disk at
+  /dev/disk/azure/scsi1/lun0, a Cinder volume at /dev/disk/by-id/virtio-<id>): the agent
+  formats it (ext4, label bulletproof-mail) only when it holds no filesystem at all, and mounts
+  it by filesystem UUID.
+
+``backup.repository`` is restic's: an absolute path (not inside or above the mail data
+``contract.DATA_DIR``), ``sftp:user@host:/path``, ``s3:https://host/bucket[/prefix]``,
+``rest:https://host:port/path/`` (no credentials in the URL) or ``azure:container:/path``.
+``interval_min`` divides the hour or the day (5 ... 60, 120 ... 1440); ``keep`` is the
+retention of ``restic forget`` (each >= 0, one at least > 0).
 
 ``/etc/bulletproof-mail/secrets.json`` (0600, sent separately over SSH)::
 
     {"passwords": {"alice@example.test": "{SHA512-CRYPT}$6$..."},
      "dkim_private_key_pem": "-----BEGIN PRIVATE KEY-----...",
-     "tls_key_pem": "-----BEGIN PRIVATE KEY-----..."}   # only with tls.mode == "provided"
+     "tls_key_pem": "-----BEGIN PRIVATE KEY-----...",   # only with tls.mode == "provided"
+     "backup_password": "...",          # with a backup section: encrypts the repository
+     "backup_env": {"AWS_ACCESS_KEY_ID": "...", "AWS_SECRET_ACCESS_KEY": "..."}}  # optional
+         # the backend's variables; for rest: RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD
 
 A single file holding everything (``password_hash`` inside each user, ``private_key_pem``
-inside ``dkim``, ``key_pem`` inside ``tls``) is accepted too; ``split`` produces the pair.
+inside ``dkim``, ``key_pem`` inside ``tls``, ``password`` and ``env`` inside ``backup``) is
+accepted too; ``split`` produces the pair.
 """
 from __future__ import annotations
 
@@ -50,6 +76,9 @@ from typing import Any
 
 # The model (agent/spec_model.py), exposed here: this module is the contract both halves import.
 from agent.spec_model import SPEC_VERSION, Spec, SpecError
+
+# backup.<key> in the single-file form <-> secrets.json's <name>
+_BACKUP_SECRETS = (("password", "backup_password"), ("env", "backup_env"))
 
 
 def to_dict(spec: Spec) -> dict:
@@ -77,7 +106,14 @@ def to_dict(spec: Spec) -> dict:
         "rate_limits": dict(vars(spec.rate_limits)),
         "limits": dict(vars(spec.limits)),
         "features": dict(vars(spec.features)),
+        **({"backup": _backup_dict(spec.backup)} if spec.backup else {}),
+        "volume": {k: v for k, v in vars(spec.volume).items() if v is not None},
     }
+
+
+def _backup_dict(b) -> dict:
+    return {"repository": b.repository, "interval_min": b.interval_min,
+            "keep": dict(vars(b.keep)), "password": b.password, "env": dict(b.env)}
 
 
 def public_view(spec: Spec) -> dict:
@@ -99,6 +135,10 @@ def split(data: dict) -> tuple[dict, dict]:
         secrets["dkim_private_key_pem"] = public["dkim"].pop("private_key_pem")
     if isinstance(public.get("tls"), dict) and "key_pem" in public["tls"]:
         secrets["tls_key_pem"] = public["tls"].pop("key_pem")
+    backup = public.get("backup")
+    for key, name in _BACKUP_SECRETS:
+        if isinstance(backup, dict) and key in backup:
+            secrets[name] = backup.pop(key)
     return public, secrets
 
 
@@ -106,9 +146,15 @@ def merge(public: dict, secrets: dict | None) -> dict:
     """Put the secrets file's values back where ``load`` expects them."""
     data = copy.deepcopy(public)
     secrets = secrets or {}
-    unknown = set(secrets) - {"passwords", "dkim_private_key_pem", "tls_key_pem"}
+    unknown = set(secrets) - {"passwords", "dkim_private_key_pem", "tls_key_pem",
+                              *(name for _, name in _BACKUP_SECRETS)}
     if unknown:
         raise SpecError([f"secrets.{k}: unknown key" for k in sorted(unknown)])
+    for key, name in _BACKUP_SECRETS:
+        if name in secrets:
+            if not isinstance(data.get("backup"), dict):
+                raise SpecError([f"secrets.{name}: given, but the spec has no backup section"])
+            data["backup"][key] = secrets[name]
     for user in data.get("users") or []:
         if isinstance(user, dict) and user.get("address") in secrets.get("passwords", {}):
             user["password_hash"] = secrets["passwords"][user["address"]]

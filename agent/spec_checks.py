@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from agent import contract as C
+from agent import spec_backup
 from agent import spec_model as S
 
 _MISSING = object()
@@ -23,7 +24,7 @@ class SpecChecker(C.Checker):
         d = self.data
         self.no_unknown(d, {"version", "domain", "hostname", "ipv4", "ipv6", "users", "aliases",
                             "dkim", "tls", "postscreen", "resolver", "rate_limits", "limits",
-                            "features"}, "")
+                            "features", "backup", "volume"}, "")
         version = self.get(d, "version", "version", int)
         if isinstance(version, int) and version < 1:
             self.err("version", f"must be 1..{S.SPEC_VERSION}")
@@ -46,7 +47,9 @@ class SpecChecker(C.Checker):
             version=version, domain=domain, hostname=hostname, ipv4=ipv4, ipv6=ipv6,
             users=users, aliases=aliases, dkim=self.dkim(), tls=self.tls(),
             postscreen=self.postscreen(), resolver=self.resolver(),
-            rate_limits=self.rate_limits(), limits=self.limits(), features=self.features())
+            rate_limits=self.rate_limits(), limits=self.limits(), features=self.features(),
+            backup=spec_backup.check(self, d.get("backup")),
+            volume=self.volume())
         if self.errors:
             raise S.SpecError(self.errors)
         return S.Spec(**spec_kwargs)
@@ -240,3 +243,18 @@ class SpecChecker(C.Checker):
                           spf_policy=self.get(d, "spf_policy", "features.spf_policy", bool, True),
                           ssh_port=port,
                           public_ip_nat=self.get(d, "public_ip_nat", "features.public_ip_nat", bool, False))
+
+    def volume(self) -> S.Volume:
+        d = self.section(self.data, "volume")
+        self.no_unknown(d, {"kind", "device"}, "volume")
+        kind = self.get(d, "kind", "volume.kind", str, "directory")
+        if not self.one_of(kind, "volume.kind", S.VOLUME_KINDS):
+            kind = "directory"
+        device = self.get(d, "device", "volume.device", str, None)
+        if kind == "block" and not device:
+            self.err("volume.device", "required when volume.kind is block")
+        elif device and kind != "block":
+            self.err("volume.device", f"only with volume.kind block, not {kind}")
+        elif device and (not re.fullmatch(r"/dev/[A-Za-z0-9._:+/-]+", device) or ".." in device):
+            self.err("volume.device", f"expected a device path under /dev/, got {device!r}")
+        return S.Volume(kind=kind, device=device)

@@ -9,6 +9,10 @@ SPEC_VERSION = 1
 # Dovecot schemes we accept: strong, salted, slow hashes only (no PLAIN/MD5/SHA1).
 HASH_SCHEMES = ("SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2ID", "ARGON2I")
 TLS_MODES = ("self-signed", "provided")
+# Where the mail state (agent/contract.py DATA_DIR) lives: a volume mounted before the agent
+# runs (bind mount, attached disk), a plain directory of the host's disk, or a block device
+# the agent formats (only when blank) and mounts.
+VOLUME_KINDS = ("mounted", "directory", "block")
 
 
 class SpecError(ValueError):
@@ -100,6 +104,30 @@ class Features:
 
 
 @dataclass(frozen=True)
+class Keep:
+    """restic forget's retention: how many of the newest hourly/daily/... snapshots stay."""
+    hourly: int = 24
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 6
+
+
+@dataclass(frozen=True)
+class Backup:
+    repository: str                      # restic's -r: a path, sftp:, s3:, rest:, azure:
+    password: str                        # secret: encrypts the repository
+    interval_min: int = 60
+    keep: Keep = field(default_factory=Keep)
+    env: tuple[tuple[str, str], ...] = ()  # secret: what the backend needs (AWS_..., AZURE_...)
+
+
+@dataclass(frozen=True)
+class Volume:
+    kind: str = "directory"   # absent in a spec: the old specs keep working
+    device: str | None = None  # block only, e.g. /dev/disk/azure/scsi1/lun0
+
+
+@dataclass(frozen=True)
 class Spec:
     version: int
     domain: str
@@ -115,3 +143,5 @@ class Spec:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     limits: Limits = field(default_factory=Limits)
     features: Features = field(default_factory=Features)
+    backup: Backup | None = None         # absent: no backups
+    volume: Volume = field(default_factory=Volume)

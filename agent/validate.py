@@ -33,6 +33,11 @@ def _run(argv: list[str], timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, (proc.stdout + proc.stderr)
 
 
+def run_tool(argv: list[str], timeout: float = 60) -> tuple[int, str]:
+    """(exit status, what the tool said); a postfix command gets a terminal to say it on."""
+    return _run(argv, timeout)
+
+
 def _run_on_tty(argv: list[str], timeout: float) -> tuple[int, str]:
     """The postfix command reports to stderr only when it is a terminal (otherwise to the
     log service, which may not run yet), so give it a pty and read what it says."""

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from agent.contract import (AGENT, CONFIG_DIR, FIRSTBOOT_LOG, PENDING_DIR, PENDING_SECRETS,
+from agent.contract import (AGENT, CONFIG_DIR, PENDING_DIR, PENDING_SECRETS,
                             PENDING_SPEC, STATE_FILE, apply_command)
 from components import remote
 
@@ -56,22 +56,37 @@ def _checked(state: dict) -> dict:
     return state
 
 
-def _wait_first_boot(client, run_id: str, timeout: float) -> dict:
+def _wait_first_boot(client, run_id: str, timeout: float) -> dict | None:
+    """The first-boot run's report, or None when cloud-init ended (or `timeout` passed) without
+    one: a boot that never picked the run up is then applied over SSH instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = _state(client)
         if state and state.get("run_id") == run_id:
-            return _checked(state)
+            return state
         done = remote.run(client, "cloud-init status 2>/dev/null || true", as_root=True).stdout
         if "status: done" in done or "status: error" in done:
             state = _state(client)
-            if state and state.get("run_id") == run_id:
-                return _checked(state)
-            log = remote.run(client, f"tail -n 20 {FIRSTBOOT_LOG} 2>/dev/null", as_root=True).stdout
-            raise AgentRunError(f"first boot ended without a report for run {run_id}:\n{log}")
+            return state if state and state.get("run_id") == run_id else None
         time.sleep(3)
-    raise AgentRunError(f"no agent report for run {run_id} after {timeout:.0f} s "
-                        f"(see {FIRSTBOOT_LOG} on the host)")
+    return None
+
+
+def _check_sudo(client, target: Target) -> None:
+    if target.user != "root" and remote.run(client, "sudo -n true").rc != 0:
+        raise AgentRunError(f"ssh_user {target.user!r} on {target.host} has no passwordless sudo "
+                            f"(`sudo -n true` failed) and the agent needs root; give it a sudoers "
+                            f"rule like `{target.user} ALL=(ALL) NOPASSWD:ALL` or use root")
+
+
+def _apply_over_ssh(client, run_id: str, timeout: float) -> dict:
+    result = remote.run(client, apply_command(run_id), timeout=timeout, as_root=True)
+    state = _state(client)
+    if result.rc != 0 or not state or state.get("run_id") != run_id:
+        detail = (describe_error(state["error"]) if state and state.get("error")
+                  else result.stderr.strip() or result.stdout.strip())
+        raise AgentRunError(f"the agent failed on the host (run {run_id}): {detail}")
+    return _checked(state)
 
 
 def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run_id: str,
@@ -80,20 +95,18 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
 
     `boot_run_id` is the run its user-data performs at first boot ("" when no user-data runs
     the agent, e.g. an existing server): that run waits for the agent and the secrets, which
-    only ever arrive over SSH, the secrets last.
+    only ever arrive over SSH, the secrets last. Only a run that succeeded is done: a failed
+    one is applied again, and a first boot that never ran it is applied over SSH.
     """
     client = remote.connect(target.host, target.private_key_pem, user=target.user,
                             known_hosts=target.known_hosts)
     wait_boot = f"timeout {int(timeout)} cloud-init status --wait >/dev/null 2>&1 || true"
     try:
-        if target.user != "root" and remote.run(client, "sudo -n true").rc != 0:
-            raise AgentRunError(f"ssh_user {target.user!r} on {target.host} has no passwordless sudo "
-                                f"(`sudo -n true` failed) and the agent needs root; give it a sudoers "
-                                f"rule like `{target.user} ALL=(ALL) NOPASSWD:ALL` or use root")
+        _check_sudo(client, target)
         remote.run(client, f"install -d -m 0700 {CONFIG_DIR} {PENDING_DIR}", check=True, as_root=True)
         state = _state(client)
-        if state and state.get("run_id") == run_id:
-            return _checked(state)
+        if state and state.get("run_id") == run_id and state.get("status") == "ok":
+            return state
         first_boot = bool(boot_run_id) and run_id == boot_run_id and state is None
         if boot_run_id and remote.run(client, f"test -e {AGENT}", as_root=True).rc == 0:
             # A first-boot run may be going with the agent we sent before: never replace an
@@ -104,15 +117,12 @@ def deploy(target: Target, spec_json: str, secrets_json: str, zipapp: bytes, run
             remote.put(client, PENDING_SPEC, spec_json.encode(), 0o600)
         remote.put(client, PENDING_SECRETS, secrets_json.encode(), 0o600)
         if first_boot:
-            return _wait_first_boot(client, run_id, timeout)
-        if boot_run_id:  # the secrets just started a first-boot run of an older spec: let it end
+            state = _wait_first_boot(client, run_id, timeout)
+            if state and state.get("status") == "ok":
+                return state
+            remote.put(client, PENDING_SPEC, spec_json.encode(), 0o600)  # apply it ourselves
+        elif boot_run_id:  # the secrets just started a first-boot run of an older spec: let it end
             remote.run(client, wait_boot, timeout=timeout + 30, as_root=True)
-        result = remote.run(client, apply_command(run_id), timeout=timeout, as_root=True)
-        state = _state(client)
-        if result.rc != 0 or not state or state.get("run_id") != run_id:
-            detail = (describe_error(state["error"]) if state and state.get("error")
-                      else result.stderr.strip() or result.stdout.strip())
-            raise AgentRunError(f"the agent failed on the host (run {run_id}): {detail}")
-        return _checked(state)
+        return _apply_over_ssh(client, run_id, timeout)
     finally:
         client.close()

@@ -15,13 +15,15 @@ from agent import spec as agent_spec
 # Placeholders that satisfy the agent's checks when validating the readable part at preview.
 _PLACEHOLDER_HASH = "{SHA512-CRYPT}$6$rounds=5000$placeholder$" + "x" * 86
 _PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE KEY-----\n"
+_PLACEHOLDER_BACKUP = "placeholder-backup-password"
 
 
 def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
-                stub_zones: list[dict] | None = None, public_ip_nat: bool = False) -> dict:
+                stub_zones: list[dict] | None = None, host: dict | None = None) -> dict:
     """The readable spec; raises agent SpecError (every problem listed) if the agent would refuse it.
 
-    `public_ip_nat`: the cloud translates ipv4/ipv6 to the host's private addresses (Azure).
+    `host`: the sections only the host backend knows: its data volume, and `features` such as
+    public_ip_nat (the cloud translates ipv4/ipv6 to the host's private addresses, Azure).
     """
     aliases: dict[str, list[str]] = {k: [v] if isinstance(v, str) else list(v) for k, v in cfg.aliases.items()}
     first = cfg.users[0].address
@@ -51,30 +53,38 @@ def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
             "insecure_domains": ["test"] if cfg.is_local or cfg.domain.endswith(".test") else [],
         },
     }
-    if public_ip_nat:  # only then: the other backends' specs (and run ids) stay as they were
-        spec["features"] = {"public_ip_nat": True}
+    spec.update(host or {})
     validate(spec)
     return spec
 
 
-def host_spec_json(cfg, ipv4, ipv6, resolver, public_ip_nat: bool = False) -> pulumi.Output:
+def host_spec_json(cfg, ipv4, ipv6, resolver, host: dict | None = None) -> pulumi.Output:
     """The agent's readable spec as canonical JSON. `resolver` ("IP:port") is what the host's
-    unbound forwards to; `public_ip_nat`: the cloud translates the public addresses."""
-    return pulumi.Output.all(ipv4, ipv6, resolver).apply(lambda a: to_json(public_spec(
-        cfg, a[0], a[1], [a[2].replace(":", "@")], public_ip_nat=public_ip_nat)))
+    unbound forwards to; `host`: the host backend's sections (Inputs allowed)."""
+    return pulumi.Output.all(ipv4, ipv6, resolver, host or {}).apply(lambda a: to_json(public_spec(
+        cfg, a[0], a[1], [a[2].replace(":", "@")], host=a[3])))
 
 
-def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str) -> dict:
-    return {"passwords": dict(password_hashes), "dkim_private_key_pem": dkim_private_key_pem}
+def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str,
+            backup_password: str | None = None, backup_env: dict | None = None) -> dict:
+    out = {"passwords": dict(password_hashes), "dkim_private_key_pem": dkim_private_key_pem}
+    if backup_password is not None:
+        out["backup_password"] = backup_password
+    if backup_env:
+        out["backup_env"] = dict(backup_env)
+    return out
 
 
 def validate(public: dict) -> None:
-    placeholders = secrets({u["address"]: _PLACEHOLDER_HASH for u in public["users"]}, _PLACEHOLDER_KEY)
+    placeholders = secrets({u["address"]: _PLACEHOLDER_HASH for u in public["users"]}, _PLACEHOLDER_KEY,
+                           backup_password=_PLACEHOLDER_BACKUP if public.get("backup") else None)
     try:
         agent_spec.load(agent_spec.merge(public, placeholders))
     except agent_spec.SpecError as err:
-        # A placeholder key is not a real PEM: only the readable part's errors matter here.
-        real = [e for e in err.errors if "private_key" not in e and "password_hash" not in e]
+        # A placeholder key is not a real PEM, the backend's credentials are secrets not known
+        # here: only the readable part's errors matter.
+        real = [e for e in err.errors if "private_key" not in e and "password_hash" not in e
+                and not e.startswith("backup.env")]
         if real:
             raise agent_spec.SpecError(real) from None
 

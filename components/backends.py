@@ -36,11 +36,16 @@ class HostBackend:
     settings: Callable[[Any, Mapping[str, Any]], Any] | None = None
     regions: Mapping[str, str] = field(default_factory=dict)   # the Norwegian regions it knows
     own_dns: bool = False                # records go to a DNS backend of the user's (dns_backend)
+    # The host makes its own backup repository (local: a directory of this machine; Azure: a
+    # blob container); else the user's restic URL (backup_repository) is required.
+    own_backups: bool = False
     # Before any resource is declared: problems that stop preview, one line each.
     precheck: Callable[[Any], list[str]] | None = None
     # Policy-pack facts about the resources it declares: region, inbound port ranges.
     resource_region: Callable[[str, Mapping], str | None] = lambda rtype, props: None
     inbound_ports: Callable[[str, Mapping], Iterable[PortRange]] = lambda rtype, props: ()
+    # {resource type: "host" | "volume"}: what `make up` never replaces or deletes unasked
+    critical: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

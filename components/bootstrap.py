@@ -32,7 +32,11 @@ class _AgentRunProvider(ResourceProvider):
     def create(self, props):
         return CreateResult(id_=props["run_id"], outs=self._run(props))
 
-    def update(self, _id, _olds, news):
+    def update(self, _id, olds, news):
+        if olds.get("host_id") != news.get("host_id"):
+            # Another machine answers at that address now: its host key is new, not an attack.
+            from components import remote
+            remote.forget_host(news["known_hosts"], news["host"])
         return UpdateResult(outs=self._run(news))
 
     def diff(self, _id, olds, news):

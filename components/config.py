@@ -14,7 +14,7 @@ from typing import Any, Collection, Mapping
 
 from agent import contract
 from agent.contract import Checker
-from components import backends, config_rules, schema
+from components import backends, backups, config_rules, schema
 from components.config_rules import OWN_DNS_KEYS
 from components.schema import Key
 
@@ -63,6 +63,10 @@ class StackConfig:
     dns_backend: str | None = None
     dns: Any = None               # the DNS backend's typed settings (backends with own_dns)
     resolver: str | None = None   # "IP:port" the host's unbound forwards to (backends with own_dns)
+    backup_repository: str | None = None   # the user's restic URL; None: the host's own; "none"
+    backup_interval_min: int = 60
+    backup_keep: Mapping[str, int] = field(default_factory=lambda: dict(backups.KEEP))
+    backup_region: str | None = None
     secret_keys: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -153,6 +157,7 @@ COMMON_KEYS = (
     Key("allow_listed_ip", schema.boolean(), False),
     Key("outbound_per_user_per_hour", schema.positive(
         " of messages per hour per authenticated user", "200"), 200),
+    *backups.KEYS,
 )
 def all_keys() -> list[Key]:
     """Every key any backend reads: the program passes these on to load()."""
@@ -181,6 +186,8 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
                                                                   secret_keys, used)
     config_rules.unused_keys(c, raw, used, v["backend"])
     config_rules.cross_checks(c, v)
+    if backend:
+        config_rules.backup_checks(c, v, backend, secret_keys)
     if c.errors:
         raise ConfigError(c.errors)
     cfg = StackConfig(
@@ -191,7 +198,9 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         allow_listed_ip=v["allow_listed_ip"],
         outbound_per_user_per_hour=v["outbound_per_user_per_hour"],
         is_local=(stack == "local" or v["backend"] == "local"), host=host,
-        dns_backend=dns_name, dns=dns, resolver=v.get("resolver"), secret_keys=frozenset(secret_keys))
+        dns_backend=dns_name, dns=dns, resolver=v.get("resolver"), secret_keys=frozenset(secret_keys),
+        backup_repository=v["backup_repository"], backup_interval_min=v["backup_interval_min"],
+        backup_keep=v["backup_keep"], backup_region=v["backup_region"])
     errors = config_rules.agent_refuses(cfg)
     if errors:
         raise ConfigError(errors)

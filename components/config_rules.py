@@ -96,6 +96,25 @@ def cross_checks(c: Checker, v: dict) -> None:
     v["users"] = tuple(users)
 
 
+def backup_checks(c: Checker, v: dict, backend: backends.HostBackend, secret_keys: Collection[str]) -> None:
+    """Backups off the host, on every backend: its own repository, or one the user names."""
+    repo = v["backup_repository"]
+    if repo is None and not backend.own_backups:
+        c.err("backup_repository", f"missing; backend {backend.name} makes no backup repository of "
+                                   f"its own: set a restic repository off the host (e.g. "
+                                   f"sftp:backup@192.0.2.20:/srv/restic/mail), or none to run without backups")
+    if repo in (None, "none"):
+        return
+    if "backup_password" not in secret_keys:
+        c.err("backup_password", "missing; a repository needs a password you keep (without it no "
+                                 "one can read the backups): pulumi config set --secret backup_password ...")
+    known = norwegian_regions()
+    region = v["backup_region"]
+    if v["residency"] == "NO" and region not in known:
+        c.err("backup_region", f"{region!r} is not a Norwegian region and residency is \"NO\": say where "
+                               f"the repository stands, one of {', '.join(known)}")
+
+
 # Where a spec path comes from in the stack config (the agent names spec paths).
 _SPEC_TO_CONFIG = (("postscreen.dnsbl_sites", "dnsbl_sites"), ("postscreen.dnsbl_threshold", "dnsbl_threshold"),
                    ("dkim.selector", "dkim_selector"),

@@ -154,23 +154,88 @@ class SmtpSink(_HostService, module="localcloud", name="SmtpSink"):
     kind = "sink"
 
 
+class _VolumeProvider(ResourceProvider):
+    """A data volume: a directory of this machine, made once under an id kept in the state."""
+
+    def create(self, props):
+        import uuid
+        from localcloud import naming
+        vid = uuid.uuid4().hex[:16]
+        path = naming.volume_dir(vid)
+        path.mkdir(parents=True, mode=0o755)
+        return CreateResult(id_=vid, outs={**props, "path": str(path)})
+
+    def read(self, id_, props):
+        import pathlib
+        return ReadResult(id_ if pathlib.Path(props["path"]).is_dir() else "", props)
+
+    def diff(self, _id, olds, news):
+        return DiffResult(changes=False, replaces=[])  # nothing about it may change
+
+    def delete(self, _id, props):
+        import pathlib
+        from localcloud import mounts
+        mounts.remove_tree(pathlib.Path(props["path"]))
+
+
+class Volume(Resource, module="localcloud", name="Volume"):
+    """The mail's data volume on the local backend (mailboxes, queue, TLS, filter state):
+    bind-mounted into whichever container is the host, so a rebuilt host keeps its mail.
+    `make down` deletes it with the stack."""
+
+    path: pulumi.Output[str]
+
+    def __init__(self, name: str, stack: str, opts=None):
+        super().__init__(_VolumeProvider(), name, {"stack": stack, "path": None}, opts)
+
+
+# Inputs of a container that change in place: the host keeps its disk (and its mail).
+_MACHINE_REPLACE = ("stack", "checkout", "host", "bridge", "ipv4", "ipv6")
+_MACHINE_UPDATE = ("ssh_public_key", "fqdn", "volume", "backups")
+
+
+def _binds(props: dict) -> tuple[tuple[str, str], ...]:
+    """(directory of this machine, path in the host): the data volume and the backups."""
+    from agent import contract
+    return tuple((props[k], path) for k, path in (("volume", contract.DATA_DIR),
+                                                  ("backups", contract.BACKUP_DIR)) if props.get(k))
+
+
+def _drain(names, host: str) -> None:
+    """Before the host stops for good or moves its volume: port 25 answers 4xx (senders retry),
+    Postfix and Dovecot stop cleanly, the volume is synced. Best effort: a host that never got
+    the agent has nothing to drain."""
+    from agent import contract
+    from localcloud import container
+    if container.status(names, host):
+        container.run(names, host, ["sh", "-c", f"test -x {contract.AGENT} && {contract.DRAIN_COMMAND}; sync"],
+                      timeout=120)
+
+
 class _MachineProvider(ResourceProvider):
     def create(self, props):
         import pathlib
-        from components import user_data
-        from localcloud import container
 
         names = _names(props)
         # A new host has new host keys: forget the old ones.
         pathlib.Path(props["known_hosts"]).unlink(missing_ok=True)
+        self._boot(names, props)
+        return CreateResult(id_=names.machine(props["host"]), outs={**props})
+
+    def _boot(self, names, props) -> None:
+        import pathlib
+        from components import user_data
+        from localcloud import container
+        if props.get("backups"):
+            pathlib.Path(props["backups"]).mkdir(parents=True, exist_ok=True, mode=0o700)
         container.start(
             names, props["host"], bridge=props["bridge"], ipv4=props["ipv4"], ipv6=props["ipv6"],
             nameserver=props["nameserver"], apt_proxy_url=props["apt_proxy_url"],
             authorized_keys=[props["ssh_public_key"]], hostname=props["fqdn"],
             user_data=user_data.compressed(props["spec_json"], props["boot_run_id"]),
-            meta_data={"instance-id": props["instance_id"], "local-hostname": props["fqdn"]})
+            meta_data={"instance-id": props["instance_id"], "local-hostname": props["fqdn"]},
+            binds=_binds(props))
         container.wait_ssh(props["ipv4"].split("/")[0], timeout=120)
-        return CreateResult(id_=names.machine(props["host"]), outs={**props})
 
     def read(self, id_, props):
         from localcloud import container
@@ -178,13 +243,29 @@ class _MachineProvider(ResourceProvider):
 
     def diff(self, _id, olds, news):
         # The spec (user-data) only matters at first boot; later changes are applied over SSH,
-        # never by rebuilding the host.
-        return _replace_on(olds, news, ("stack", "checkout", "host", "bridge", "ipv4", "ipv6",
-                                        "ssh_public_key", "fqdn"))
+        # never by rebuilding the host. A new name or key changes in place; another network
+        # makes another host, onto which the volume moves.
+        replace = _replace_on(olds, news, _MACHINE_REPLACE)
+        if replace.replaces:
+            return replace
+        return DiffResult(changes=any(olds.get(k) != news.get(k) for k in _MACHINE_UPDATE), replaces=[])
+
+    def update(self, _id, olds, news):
+        from localcloud import container
+        names = _names(news)
+        if _binds(olds) != _binds(news):  # a volume is attached at boot: restart on the same disk
+            _drain(names, news["host"])
+            container.stop(names, news["host"])
+            self._boot(names, news)
+        elif olds.get("ssh_public_key") != news["ssh_public_key"]:
+            container.set_authorized_keys(names, news["host"], [news["ssh_public_key"]])
+        return UpdateResult(outs={**olds, **news, "boot_run_id": olds.get("boot_run_id", news["boot_run_id"])})
 
     def delete(self, _id, props):
         from localcloud import container
-        container.stop(_names(props), props["host"], destroy=True)
+        names = _names(props)
+        _drain(names, props["host"])
+        container.stop(names, props["host"], destroy=True)
 
 
 class Machine(Resource, module="localcloud", name="Container"):

@@ -75,6 +75,17 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
     raise RemoteError(f"cannot SSH to {user}@{host}:{port} within {timeout:.0f} s: {last}")
 
 
+def forget_host(known_hosts: str, host: str) -> None:
+    """Drop `host`'s keys from `known_hosts` (the host was replaced; its next key is pinned anew)."""
+    if not os.path.exists(known_hosts):
+        return
+    keys = paramiko.HostKeys(known_hosts)
+    for name in [n for n in keys.keys() if n in (host, f"[{host}]:22")]:
+        del keys[name]
+    keys.save(known_hosts)
+    os.chmod(known_hosts, 0o600)
+
+
 # root's PATH: sudo keeps the login user's (no sbin) unless its sudoers sets secure_path
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

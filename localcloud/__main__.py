@@ -1,4 +1,5 @@
-"""`python -m localcloud status|stop-all --stack NAME`: for humans and `make down`."""
+"""`python -m localcloud status|stop-all|purge-backups --stack NAME`: for humans, `make down`
+and `make purge-backups`."""
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def stop_all(names: naming.StackNames, keep_disks: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localcloud", description=__doc__)
-    parser.add_argument("command", choices=["status", "stop-all"])
+    parser.add_argument("command", choices=["status", "stop-all", "purge-backups"])
     parser.add_argument("--stack", required=True, help="Pulumi stack name, e.g. local")
     parser.add_argument("--checkout", help="checkout path (default: this package's checkout)")
     parser.add_argument("--keep-disks", action="store_true",
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         json.dump(_status(names), sys.stdout, indent=2)
         print()
+    elif args.command == "purge-backups":
+        path = naming.backups_dir(names)
+        mounts.remove_tree(path)
+        print(f"localcloud: backups of stack {names.stack_id} removed ({path})")
     else:
         stop_all(names, keep_disks=args.keep_disks)
         print(f"localcloud: stack {names.stack_id} stopped")

@@ -136,9 +136,12 @@ def start(names: naming.StackNames, host: str, *, bridge: str, ipv4: str,
           gateway: str | None = None, ipv6: str | None = None, nameserver: str | None = None,
           apt_proxy_url: str | None = None, authorized_keys: list[str] | tuple[str, ...] = (),
           user_data: bytes | None = None, meta_data: dict | None = None,
-          hostname: str | None = None, image_dir: Path | None = None) -> Machine:
+          hostname: str | None = None, image_dir: Path | None = None,
+          binds: tuple[tuple[str, str], ...] = ()) -> Machine:
     """Boot host `host` of the stack, detached; returns once its systemd runs (not yet sshd:
-    see wait_ssh). A host stopped without destroy keeps its disk and boots again from it."""
+    see wait_ssh). A host stopped without destroy keeps its disk and boots again from it.
+    `binds`: (host path, path inside) pairs bind-mounted before boot (a data volume that
+    outlives the host: a directory, or a block device node)."""
     if status(names, host):
         raise ContainerError(f"{host} is already running; stop it first")
     p = _paths(names, host)
@@ -156,7 +159,8 @@ def start(names: naming.StackNames, host: str, *, bridge: str, ipv4: str,
         _share_debs(deb_cache(), p["upper"] / APT_ARCHIVES)
         argv = ["systemd-nspawn", f"--directory={p['root']}", f"--machine={machine}",
                 "--register=no", "--keep-unit", f"--network-bridge={bridge}",
-                "--resolv-conf=off", "--console=read-only", "--boot"]
+                "--resolv-conf=off", "--console=read-only",
+                *(f"--bind={src}:{dst}" for src, dst in binds), "--boot"]
         pid = process.spawn(argv, p["log"], p["pid"])
         leader = _wait_leader(pid, p["log"])
     except BaseException:
@@ -166,6 +170,15 @@ def start(names: naming.StackNames, host: str, *, bridge: str, ipv4: str,
     p["record"].write_text(json.dumps({"host": host, "machine": machine, "ipv4": str(ipv4_if),
                                        "ipv6": str(ipv6_if) if ipv6_if else None}) + "\n")
     return record
+
+
+def set_authorized_keys(names: naming.StackNames, host: str, keys: list[str]) -> None:
+    """Replace root's SSH keys of a host (running or stopped), in place: a key rotation needs
+    no new host."""
+    root = _paths(names, host)["root"]
+    if not mounts.is_mounted(root):
+        raise ContainerError(f"{host} has no mounted root at {root}; start it first")
+    _write(root, "root/.ssh/authorized_keys", "".join(k.strip() + "\n" for k in keys), 0o600)
 
 
 def _children(pid: int) -> list[int]:

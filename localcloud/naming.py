@@ -15,6 +15,8 @@ from pathlib import Path
 DEFAULT_CHECKOUT = Path(__file__).resolve().parent.parent
 RUNTIME_ROOT_ENV = "BULLETPROOF_LOCAL_RUNTIME"
 DEFAULT_RUNTIME_ROOT = Path("/var/lib/bulletproof-mail-local")
+BACKUP_ROOT_ENV = "BULLETPROOF_LOCAL_BACKUPS"
+DEFAULT_BACKUP_ROOT = Path("/var/lib/bulletproof-mail-backups")
 IFNAMSIZ = 15  # Linux interface names: 15 characters plus the NUL
 # systemd-nspawn names the host end of a bridged veth "vb-<machine>"; keep that whole.
 VETH_PREFIX = "vb-"
@@ -52,6 +54,20 @@ def known_hosts(names: "StackNames") -> Path:
 
 def runtime_root() -> Path:
     return Path(os.environ.get(RUNTIME_ROOT_ENV) or DEFAULT_RUNTIME_ROOT)
+
+
+def volume_dir(volume_id: str) -> Path:
+    """A local data volume: outside every stack's runtime dir (which a rebuild or a moved
+    checkout leaves behind), keyed by the id the stack keeps in its state."""
+    if not re.fullmatch(r"[0-9a-f]{12,32}", volume_id):
+        raise ValueError(f"volume id {volume_id!r} is not a hex id")
+    return runtime_root() / "volumes" / volume_id
+
+
+def backups_dir(names: "StackNames") -> Path:
+    """The local stack's backup repository: outside its runtime dir and its volume, kept by
+    `make down` (a backup that dies with the server is no backup)."""
+    return Path(os.environ.get(BACKUP_ROOT_ENV) or DEFAULT_BACKUP_ROOT) / names.stack_id
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,47 @@ def imap_find(ip: str, user: str, password: str, subject: str, timeout: float = 
                 return data[0][1]
         time.sleep(0.5)
     return None
+
+
+def _imap(ip: str, user: str, password: str) -> imaplib.IMAP4_SSL:
+    imap = imaplib.IMAP4_SSL(ip, 993, ssl_context=insecure_tls(), timeout=60)
+    imap.login(user, password)
+    return imap
+
+
+def append(ip: str, user: str, password: str, messages: list[tuple[str, str, bytes]]) -> None:
+    """IMAP APPEND (folder, flags, raw message) for each, creating folders as needed: many
+    messages with their flags and folders in seconds, past SMTP's rate limits."""
+    with _imap(ip, user, password) as imap:
+        folders = {f for f, _, _ in messages}
+        for folder in folders - {"INBOX"}:
+            imap.create(folder)
+        for folder, flags, raw in messages:
+            typ, data = imap.append(folder, flags or None, None, raw)
+            assert typ == "OK", (typ, data)
+
+
+def mailbox_state(ip: str, user: str, password: str) -> dict:
+    """{folder: {"uidvalidity": n, "messages": {uid: (sorted flags, sha256 of the message)}}}:
+    what a mail client sees, and what must survive a host replacement or a restore."""
+    import hashlib
+    import re
+    state = {}
+    with _imap(ip, user, password) as imap:
+        _, listing = imap.list()
+        for line in listing:
+            folder = line.decode().rsplit(' "', 1)[-1].rstrip('"') if line.decode().endswith('"') \
+                else line.decode().rsplit(" ", 1)[-1]
+            imap.select(f'"{folder}"', readonly=True)
+            _, validity = imap.response("UIDVALIDITY")
+            messages = {}
+            _, data = imap.uid("FETCH", "1:*", "(FLAGS RFC822)")
+            for part in data:
+                if not isinstance(part, tuple):
+                    continue
+                head = part[0].decode()
+                uid = int(re.search(r"UID (\d+)", head).group(1))
+                flags = tuple(sorted(re.search(r"FLAGS \(([^)]*)\)", head).group(1).split()))
+                messages[uid] = (flags, hashlib.sha256(part[1]).hexdigest())
+            state[folder] = {"uidvalidity": int(validity[0]), "messages": messages}
+    return state

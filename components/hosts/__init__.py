@@ -42,6 +42,30 @@ def own_dns(cfg, secrets: dict) -> DnsTarget:
     return DnsTarget(cfg.dns_backend, backend.target(cfg.dns, secrets), cfg.dns.zone, url=url)
 
 
+@dataclass
+class BackupTarget:
+    """Where the host's backups go: a restic repository, the region it stands in (residency),
+    and the environment its backend needs (a secret Output, or None)."""
+    repository: pulumi.Input[str]
+    region: pulumi.Input[str]
+    env: Any = None
+
+
+def configured_backups(cfg, secrets: dict) -> BackupTarget | None:
+    """The user's repository (backup_repository), for the backends that make none of their own."""
+    if cfg.backup_repository in (None, "none"):
+        return None
+    return BackupTarget(cfg.backup_repository, cfg.backup_region or cfg.region, secrets.get("backup_env"))
+
+
+def backup_section(cfg, target: BackupTarget | None) -> dict:
+    """The spec's backup section, when the host has a repository."""
+    if target is None:
+        return {}
+    return {"backup": {"repository": target.repository, "interval_min": cfg.backup_interval_min,
+                       "keep": dict(cfg.backup_keep)}}
+
+
 class Host(pulumi.ComponentResource):
     """What MailServer needs from every host backend; subclasses set these in their constructor."""
 
@@ -55,6 +79,7 @@ class Host(pulumi.ComponentResource):
     host_id: pulumi.Input[str]      # changes when the host is recreated
     boot_run_id: pulumi.Input[str]  # the run its user-data performs at first boot; "" if none
     exports: dict                   # stack outputs only this backend has
+    backup: BackupTarget | None = None  # where its backups go (None: no backups)
 
     def reverse_dns(self, fqdn: str, after: list) -> list:
         """PTRs of the host's addresses -> `fqdn`, after `after` (the mail records): resources

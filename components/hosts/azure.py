@@ -19,6 +19,7 @@ Agreement and MCA-E subscriptions are not blocked). `up` says so as a warning.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import shutil
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ import pulumi
 from agent import contract
 from components import agent_spec, schema, user_data
 from components.backends import HostBackend
-from components.hosts import Host, HostArgs, own_dns
+from components.hosts import BackupTarget, Host, HostArgs, backup_section, own_dns
 from components.keys import KeyPair
 from components.schema import Key
 
 SSH_USER = "debian"   # Azure refuses `root` as the admin user; it gets passwordless sudo
+BACKUP_CONTAINER = "mail-backups"
+DATA_DISK_LUN = 0
+DATA_DISK_DEVICE = f"/dev/disk/azure/scsi1/lun{DATA_DISK_LUN}"  # Azure's udev rules name it by LUN
 VNET_V4, SUBNET_V4 = "10.42.0.0/16", "10.42.1.0/24"
 VNET_V6, SUBNET_V6 = "fd42:b9f:6d1::/48", "fd42:b9f:6d1:1::/64"   # private; the public IPv6 is NATed
 OUTBOUND_25_WARNING = (
@@ -45,6 +49,11 @@ SET_PTR = ('for i in 1 2 3 4 5 6 7 8 9 10; do az network public-ip update --ids 
            'echo "Azure refused reverse DNS $REVERSE_FQDN for $PUBLIC_IP_ID: does the name resolve '
            'to the address yet?" >&2; exit 1')
 CLEAR_PTR = 'az network public-ip update --ids "$PUBLIC_IP_ID" --reverse-fqdn "" --output none'
+
+
+def storage_account_name(stack: str, group: str) -> str:
+    """3-24 lower-case letters and digits, unique in all of Azure: from the stack and its group."""
+    return "bpm" + hashlib.sha256(f"{stack}\0{group}".encode()).hexdigest()[:18]
 
 
 def dns_label(fqdn: str, suffix: str = "") -> str:
@@ -60,6 +69,7 @@ class Settings:
     image: tuple[str, str, str, str]   # publisher, offer, sku, version (an image URN)
     resource_group: str
     ipv6: bool = True                  # dual-stack network, public IPv6: AAAA + PTR
+    data_disk_gb: int = 32             # the mail's managed disk
 
 
 class AzureHost(Host):
@@ -78,22 +88,33 @@ class AzureHost(Host):
         nic = self._network(name, args, network, group, where)
         self.ipv4 = self._public[4].ip_address
         self.ipv6 = self._public[6].ip_address if az.ipv6 else None
-        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, public_ip_nat=True)
+        # The mail's own disk: it outlives the VM (protected, kept when the stack is destroyed),
+        # and moves to a replacement VM, which is why that VM goes first (delete_before_replace).
+        self.volume = compute.Disk(f"{name}-data", **where, disk_name=f"{az.resource_group}-mail-data",
+                                   creation_data=compute.CreationDataArgs(create_option="Empty"),
+                                   disk_size_gb=az.data_disk_gb, sku=compute.DiskSkuArgs(name="StandardSSD_LRS"),
+                                   opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
+        self.backup = self._backups(name, args, group, region) if cfg.backup_repository != "none" else None
+        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, {
+            "features": {"public_ip_nat": True}, "volume": {"kind": "block", "device": DATA_DISK_DEVICE},
+            **backup_section(cfg, self.backup)})
         self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=self.moved(args, "pulumi-python:dynamic:Resource"))
         publisher, offer, sku, version = az.image
         vm = compute.VirtualMachine(
-            f"{name}-host", **where, vm_name=cfg.hostname,
+            f"{name}-host", **where, vm_name="mail",
             hardware_profile=compute.HardwareProfileArgs(vm_size=az.vm_size),
             storage_profile=compute.StorageProfileArgs(
                 image_reference=compute.ImageReferenceArgs(publisher=publisher, offer=offer, sku=sku, version=version),
                 os_disk=compute.OSDiskArgs(create_option="FromImage", delete_option="Delete",
                                            managed_disk=compute.ManagedDiskParametersArgs(
-                                               storage_account_type="StandardSSD_LRS"))),
+                                               storage_account_type="StandardSSD_LRS")),
+                data_disks=[compute.DataDiskArgs(lun=DATA_DISK_LUN, create_option="Attach", delete_option="Detach",
+                                                 managed_disk=compute.ManagedDiskParametersArgs(id=self.volume.id))]),
             network_profile=compute.NetworkProfileArgs(network_interfaces=[
                 compute.NetworkInterfaceReferenceArgs(id=nic.id, primary=True, delete_option="Delete")]),
             os_profile=compute.OSProfileArgs(
-                computer_name=cfg.hostname, admin_username=SSH_USER,
+                computer_name="mail", admin_username=SSH_USER,
                 # the local backend's document, gzip and all (cloud-init gunzips it), base64 as Azure wants
                 custom_data=pulumi.Output.all(self.spec_json, self.boot_run_id).apply(
                     lambda a: base64.b64encode(user_data.compressed(*a)).decode()),
@@ -101,13 +122,34 @@ class AzureHost(Host):
                     disable_password_authentication=True,
                     ssh=compute.SshConfigurationArgs(public_keys=[compute.SshPublicKeyArgs(
                         path=f"/home/{SSH_USER}/.ssh/authorized_keys", key_data=ssh_key.public_key)]))),
-            # user-data counts at first boot only; later changes go over SSH (as on local)
-            opts=self.moved(args, ignore_changes=["osProfile.customData"]))
+            # user-data counts at first boot only; later changes go over SSH (as on local). The
+            # names are fixed at creation: a new hostname is set by the agent, in place.
+            opts=self.moved(args, delete_before_replace=True,
+                            ignore_changes=["osProfile.customData", "vmName", "osProfile.computerName"]))
         self.resolver, self.dns = cfg.resolver, own_dns(cfg, args.secrets)
         self.ssh_private_key, self.ssh_user = ssh_key.private_key, SSH_USER
         self.host_id, self.exports = vm.id, {}
         self._args = args
         self.register_outputs({"ipv4": self.ipv4})
+
+    def _backups(self, name: str, args: HostArgs, group, region: str) -> BackupTarget:
+        """A storage account and blob container in the host's region for restic, protected like
+        the data disk: a backup that goes with the server is no backup."""
+        from pulumi_azure_native import storage
+        keep = pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True)
+        account = storage.StorageAccount(
+            f"{name}-backups", resource_group_name=group.name, location=region, kind="StorageV2",
+            account_name=storage_account_name(args.stack, args.cfg.host.resource_group),
+            sku=storage.SkuArgs(name="Standard_LRS"), allow_blob_public_access=False,
+            minimum_tls_version="TLS1_2", opts=keep)
+        container = storage.BlobContainer(f"{name}-backups", account_name=account.name,
+                                          resource_group_name=group.name, container_name=BACKUP_CONTAINER,
+                                          public_access="None", opts=keep)
+        key = storage.list_storage_account_keys_output(resource_group_name=group.name,
+                                                       account_name=account.name).keys[0].value
+        return BackupTarget(container.name.apply(lambda _: f"azure:{BACKUP_CONTAINER}:/"), region, pulumi.Output.secret(
+            pulumi.Output.all(account.name, key).apply(lambda a: {"AZURE_ACCOUNT_NAME": a[0],
+                                                                  "AZURE_ACCOUNT_KEY": a[1]})))
 
     def _network(self, name: str, args: HostArgs, network, group, where: dict):
         """VNet, subnet, NSG (SSH and the mail ports), static public IPs, the NIC: the NIC."""
@@ -160,7 +202,8 @@ def _settings(c, v) -> Settings:
         c.err("azure_image", f"{image!r} is not a Debian 12 image URN; use publisher:offer:sku:version, "
                              f"e.g. Debian:debian-12:12-gen2:latest (the agent runs on Debian 12 only)")
     return Settings(vm_size=v["azure_vm_size"], image=parts if len(parts) == 4 else ("", "", "", ""),
-                    resource_group=v["azure_resource_group"], ipv6=v["azure_ipv6"])
+                    resource_group=v["azure_resource_group"], ipv6=v["azure_ipv6"],
+                    data_disk_gb=v["azure_data_disk_gb"])
 
 
 def _precheck(cfg) -> list[str]:
@@ -194,7 +237,7 @@ def _rule_ports(rule):
 
 
 BACKEND = HostBackend(
-    name="azure", component=AzureHost, own_dns=True, settings=_settings, precheck=_precheck,
+    name="azure", component=AzureHost, own_dns=True, own_backups=True, settings=_settings, precheck=_precheck,
     regions={"norwayeast": "Azure, Oslo", "norwaywest": "Azure, Stavanger"},
     resource_region=_region, inbound_ports=_ports,
     keys=(
@@ -206,5 +249,8 @@ BACKEND = HostBackend(
             r"[-\w.()]{1,89}[-\w()]", "is not a resource group name; use letters, digits, '-', '_', "
             "'.', '(' or ')', e.g. bulletproof-mail-prod"), lambda v, stack: f"bulletproof-mail-{stack}"),
         Key("azure_ipv6", schema.boolean("true (dual-stack, with a public IPv6) or false"), True),
+        Key("azure_data_disk_gb", schema.positive(" of GiB for the mail's disk", "32", minimum=4), 32),
     ),
+    critical={"azure-native:compute:VirtualMachine": "host", "azure-native:compute:Disk": "volume",
+              "azure-native:storage:BlobContainer": "volume"},
 )

@@ -12,9 +12,11 @@ import pulumi
 
 from components import agent_spec, user_data
 from components.backends import HostBackend
-from components.hosts import DnsTarget, Host, HostArgs
+from agent import contract
+from components.hosts import BackupTarget, DnsTarget, Host, HostArgs, backup_section
 from components.keys import KeyPair
-from components.local_cloud import Bridge, DnsServer, Machine, PackageProxy, SmtpSink
+from components.local_cloud import Bridge, DnsServer, Machine, PackageProxy, SmtpSink, Volume
+from localcloud import naming
 
 HOST_INDEX = 10  # the VPS's address in the stack's /24 (and /64)
 # The type every dynamic resource had before each got a name of its own.
@@ -48,6 +50,8 @@ class LocalHost(Host):
             opts=self.moved(args, _DYNAMIC, depends_on=[sink]))
         proxy = PackageProxy(f"{name}-proxy", **svc, opts=self.moved(args, _DYNAMIC))
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=self.moved(args, _DYNAMIC))
+        # The mail outlives the container: a directory of its own, keyed by an id in the state.
+        self.volume = Volume(f"{name}-volume", stack, opts=pulumi.ResourceOptions(parent=self))
 
         self.ipv4, self.ipv6 = ip.ipv4, ip.ipv6
         self.resolver = dns.url
@@ -55,7 +59,11 @@ class LocalHost(Host):
                                          "tsig_algorithm": dns.tsig_algorithm,
                                          "tsig_secret": dns.tsig_secret, "zone": cfg.domain},
                              cfg.domain, url=dns.url)
-        self.spec_json = agent_spec.host_spec_json(cfg, ip.ipv4, ip.ipv6, dns.url)
+        # Backups: a repository on this machine, mounted into the host (make down keeps it).
+        self.backup = (BackupTarget(f"{contract.BACKUP_DIR}/repo", cfg.region)
+                       if cfg.backup_repository != "none" else None)
+        self.spec_json = agent_spec.host_spec_json(cfg, ip.ipv4, ip.ipv6, dns.url, {
+            "volume": {"kind": "mounted"}, **backup_section(cfg, self.backup)})
         boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         machine = Machine(f"{name}-host", {
             "stack": stack, "checkout": checkout, "host": "mail", "fqdn": cfg.fqdn,
@@ -65,12 +73,13 @@ class LocalHost(Host):
             "apt_proxy_url": proxy.url, "ssh_public_key": ssh_key.public_key,
             "spec_json": self.spec_json, "boot_run_id": boot_run_id,
             "instance_id": f"{stack}-mail", "known_hosts": args.known_hosts,
+            "volume": self.volume.path, "backups": str(naming.backups_dir(naming.stack_names(stack, checkout))),
         }, self.moved(args, _DYNAMIC, depends_on=[dns],
                       custom_timeouts=pulumi.CustomTimeouts(create="10m")))
         self.ssh_private_key, self.ssh_user = ssh_key.private_key, "root"
         self.host_id, self.boot_run_id = machine.id, machine.boot_run_id
         self._args = args
-        self.exports = {}
+        self.exports = {"data_volume": self.volume.path}
         self.register_outputs({"ipv4": self.ipv4, "ipv6": self.ipv6})
 
     def reverse_dns(self, fqdn: str, after: list) -> list:
@@ -84,7 +93,9 @@ def _region(rtype: str, props) -> str | None:
 
 
 BACKEND = HostBackend(
-    name="local", component=LocalHost,
+    name="local", component=LocalHost, own_backups=True,
     regions={"no-svg1": "UpCloud, Stavanger"},  # the region the local stand-in plays
     resource_region=_region,
+    critical={f"pulumi-python:{Machine._resource_type_name}": "host",
+              f"pulumi-python:{Volume._resource_type_name}": "volume"},
 )

@@ -20,7 +20,7 @@ import pulumi
 from agent import contract
 from components import agent_spec, schema, user_data
 from components.backends import HostBackend
-from components.hosts import Host, HostArgs, own_dns
+from components.hosts import Host, HostArgs, backup_section, configured_backups, own_dns
 from components.keys import KeyPair
 from components.schema import Key
 
@@ -36,6 +36,7 @@ class Settings:
     network: str                       # ID of the network the host's port is on
     floating_ip_pool: str | None = None  # external network of a floating IPv4 (else the port's own)
     ipv6: bool = True                  # the network has an IPv6 subnet: AAAA + Postfix's IPv6
+    volume_gb: int = 20                # the mail's Cinder volume
 
 
 def cloud_user_data(spec_json: str, rid: str) -> str:
@@ -84,9 +85,20 @@ class OpenStackHost(Host):
         self.ipv6 = port.all_fixed_ips.apply(ipv6) if os_cfg.ipv6 else None
 
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=self.moved(args, "pulumi-python:dynamic:Resource"))
-        key_pair = openstack.compute.Keypair(f"{name}-keypair", name=f"{cfg.fqdn}-bootstrap",
-                                             public_key=ssh_key.public_key, region=region, opts=child)
-        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver)
+        # Named once, not after the hostname (a key pair cannot be renamed): the key matters at
+        # the first boot only, so the server never follows a change of it.
+        key_pair = openstack.compute.Keypair(f"{name}-keypair", name=f"bulletproof-mail-{args.stack}",
+                                             public_key=ssh_key.public_key, region=region,
+                                             opts=self.moved(args, ignore_changes=["name"]))
+        # The mail's own volume: it outlives the server (protected, kept when the stack is
+        # destroyed) and moves to a replacement, which is why that one goes first.
+        self.volume = openstack.blockstorage.Volume(
+            f"{name}-data", name=f"bulletproof-mail-{args.stack}-data", size=os_cfg.volume_gb,
+            region=region, opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
+        device = self.volume.id.apply(lambda vid: f"/dev/disk/by-id/virtio-{vid[:20]}")  # Nova's serial
+        self.backup = configured_backups(cfg, args.secrets)
+        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, {
+            "volume": {"kind": "block", "device": device}, **backup_section(cfg, self.backup)})
         self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         server = openstack.compute.Instance(
             f"{name}-host", name=cfg.fqdn, region=region, flavor_name=os_cfg.flavor,
@@ -94,7 +106,9 @@ class OpenStackHost(Host):
             networks=[openstack.compute.InstanceNetworkArgs(port=port.id)],
             user_data=pulumi.Output.all(self.spec_json, self.boot_run_id).apply(lambda a: cloud_user_data(*a)),
             # user-data counts at first boot only; later changes go over SSH (as on local)
-            opts=self.moved(args, ignore_changes=["userData"]))
+            opts=self.moved(args, delete_before_replace=True, ignore_changes=["userData", "keyPair"]))
+        openstack.compute.VolumeAttach(f"{name}-data-attach", instance_id=server.id, volume_id=self.volume.id,
+                                       region=region, opts=pulumi.ResourceOptions(parent=self))
         self.resolver, self.dns = cfg.resolver, own_dns(cfg, args.secrets)
         self.ssh_private_key, self.ssh_user = ssh_key.private_key, SSH_USER
         self.host_id, self.exports = server.id, {}
@@ -104,7 +118,7 @@ class OpenStackHost(Host):
 def _settings(c, v) -> Settings:
     return Settings(flavor=v["openstack_flavor"], image=v["openstack_image"],
                     network=v["openstack_network"], floating_ip_pool=v["openstack_floating_ip_pool"],
-                    ipv6=v["openstack_ipv6"])
+                    ipv6=v["openstack_ipv6"], volume_gb=v["openstack_volume_gb"])
 
 
 def _region(rtype: str, props) -> str | None:
@@ -136,5 +150,7 @@ BACKEND = HostBackend(
             "is not a network name; set the external network floating IPs come from (e.g. public) "
             "or leave it out"), None),
         Key("openstack_ipv6", schema.boolean("true (the network has an IPv6 subnet) or false"), True),
+        Key("openstack_volume_gb", schema.positive(" of GiB for the mail's volume", "20", minimum=1), 20),
     ),
+    critical={"openstack:compute/instance:Instance": "host", "openstack:blockstorage/volume:Volume": "volume"},
 )

@@ -13,7 +13,7 @@ import pulumi
 
 from components import agent_spec, rdns_check, schema
 from components.backends import HostBackend
-from components.hosts import Host, HostArgs, own_dns
+from components.hosts import Host, HostArgs, backup_section, configured_backups, own_dns
 from components.schema import Key
 
 RDNS_MODES = ("enforce", "warn")
@@ -36,7 +36,10 @@ class SshHost(Host):
         self.ipv6 = pulumi.Output.from_input(ssh.ipv6) if ssh.ipv6 else None
         self.resolver = cfg.resolver
         self.dns = own_dns(cfg, args.secrets)
-        self.spec_json = agent_spec.host_spec_json(cfg, ssh.host, ssh.ipv6, cfg.resolver)
+        # the server's own disk holds the mail: the stack never replaces this server
+        self.backup = configured_backups(cfg, args.secrets)
+        self.spec_json = agent_spec.host_spec_json(cfg, ssh.host, ssh.ipv6, cfg.resolver, {
+            "volume": {"kind": "directory"}, **backup_section(cfg, self.backup)})
         self.ssh_private_key, self.ssh_user = args.secrets["ssh_private_key"], ssh.user
         self.host_id, self.boot_run_id = f"ssh:{ssh.user}@{ssh.host}", ""
         self.exports = {}

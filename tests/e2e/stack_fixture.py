@@ -64,14 +64,16 @@ def unprotect(stack: Stack) -> None:
     stack.run("state", "unprotect", "--all", "--yes", check=False)
 
 
-def remove(stack: Stack, deployed: bool = True) -> None:
-    """Destroy everything of the stack, even after a failed test; idempotent."""
+def remove(stack: Stack, deployed: bool = True, purge_backups: bool = True) -> None:
+    """Destroy everything of the stack, its backups too (a throwaway stack's), even after a
+    failed test; idempotent."""
     try:
         if deployed:
             unprotect(stack)
             stack.run("destroy", "--yes", "--refresh", check=False)
-            subprocess.run([sys.executable, "-m", "localcloud", "stop-all", "--stack", stack.name,
-                            "--checkout", str(stack.checkout)], cwd=ROOT, check=False, capture_output=True)
+            for command in ("stop-all", *(("purge-backups",) if purge_backups else ())):
+                subprocess.run([sys.executable, "-m", "localcloud", command, "--stack", stack.name,
+                                "--checkout", str(stack.checkout)], cwd=ROOT, check=False, capture_output=True)
         stack.run("stack", "rm", "--yes", "--force", check=False)
     finally:
         stack.config_file.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ def test_dkim_keys_are_private(host):
     assert lines and all(l.startswith("600 opendkim ") for l in lines), out
 
 
-@pytest.mark.parametrize("path", ["/etc/bulletproof-mail/tls/key.pem",
+@pytest.mark.parametrize("path", ["/srv/mail/tls/key.pem",
                                   "/etc/bulletproof-mail/spec.json"])
 def test_secret_file_mode_0600(host, path):
     f = host.file(path)
@@ -63,6 +63,7 @@ def test_secret_file_mode_0600(host, path):
     ("smtpd_sasl_type", "dovecot"),
     ("virtual_transport", "lmtp:unix:private/dovecot-lmtp"),
     ("maillog_file", "/var/log/mail.log"),
+    ("queue_directory", "/srv/mail/postfix"),  # on the data volume
 ])
 def test_postconf_value(host, name, expected):
     value = " ".join(host.check_output(f"postconf -h {name}").split())

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import example, keys
-from agent.contract import AGENT, PENDING_DIR, dnsbl_query_name
+from agent.contract import AGENT, DATA_DIR, PENDING_DIR, dnsbl_query_name
 from components import agent_zipapp
 from localcloud import __main__ as localcloud_cli
 from localcloud import aptproxy, container, dns, image, naming, network
@@ -60,13 +60,19 @@ class Deployed:
     names: naming.StackNames
     bridge: network.Bridge
     ip: str
-    ssh: paramiko.SSHClient
+    ssh: paramiko.SSHClient | None
     key_file: str
     spec: dict
     workdir: str
     reports: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     extra_addrs: list = field(default_factory=list)
+    host: str = "mail"          # the running container's name in the stack
+    boot_args: dict = field(default_factory=dict)  # what boot() needs for another host
+    volume: str | None = None   # this machine's directory bind-mounted at DATA_DIR
+
+    def binds(self) -> tuple:
+        return ((self.volume, DATA_DIR),) if self.volume else ()
 
     def run(self, command: str, timeout: float = 900) -> tuple[int, str, str]:
         _, out, err = self.ssh.exec_command(command, timeout=timeout)
@@ -124,9 +130,11 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
-def up(stack: str = "itest-agent", log=print, tune=None) -> Deployed:
-    """Bridge, proxy, DNS, container, agent applied. Call ``down`` in a finally.
-    ``tune(spec)`` may change the example spec in place (e.g. low limits for a test)."""
+def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -> Deployed:
+    """Bridge, proxy, DNS, container, agent uploaded. Call ``down`` in a finally.
+    ``tune(spec)`` may change the example spec in place (e.g. low limits for a test).
+    ``volume``: a directory of this machine is bind-mounted at the host's DATA_DIR, as the
+    local backend's data volume (``d.volume``; the spec says volume.kind mounted)."""
     names = naming.stack_names(stack)
     dns.stop(names.runtime_dir / "agent-dns")  # leftovers of an interrupted run
     localcloud_cli.stop_all(names)
@@ -159,33 +167,65 @@ def up(stack: str = "itest-agent", log=print, tune=None) -> Deployed:
     dns_dir = names.runtime_dir / "agent-dns"
     dns.start(dns_dir, gw, 53, zones, tsig_name=f"{names.stack_id}-key")
     key, public, key_file = _keypair(workdir)
-    started = time.monotonic()
-    container.start(names, "mail", bridge=bridge.name, ipv4=str(bridge.address(HOST_INDEX)),
-                    nameserver=gw, apt_proxy_url=proxy.url, authorized_keys=[public],
-                    hostname=f"mail.{DOMAIN}")
-    container.wait_ssh(ip, timeout=120)
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # brand-new host key
-    client.connect(ip, username="root", pkey=key, timeout=10, allow_agent=False,
-                   look_for_keys=False)
-    d = Deployed(names, bridge, ip, client, key_file, spec, workdir)
-    d.timings["boot_to_ssh_s"] = time.monotonic() - started
-    d.run("cloud-init status --wait", timeout=300)
+    d = Deployed(names, bridge, ip, None, key_file, spec, workdir)
+    d.boot_args = {"key": key, "public": public, "proxy_url": proxy.url, "gw": gw}
+    if volume:
+        d.volume = volume_dir(d)
+        spec["volume"] = {"kind": "mounted"}
     for index in (LISTED_INDEX, PREGREET_INDEX):
         addr = str(bridge.address(index))
         subprocess.run(["ip", "addr", "add", addr, "dev", bridge.name], capture_output=True)
         d.extra_addrs.append(addr)
-    pyz = agent_zipapp.build(os.path.join(workdir, "bulletproof-agent.pyz"))
+    boot(d, "mail", d.binds())
+    return d
+
+
+def volume_dir(d: Deployed, name: str = "volume") -> str:
+    """A directory of this machine to bind-mount at the host's DATA_DIR: the data volume that
+    outlives the host (gone with the workdir in ``down``)."""
+    path = os.path.join(d.workdir, name)
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    return path
+
+
+def boot(d: Deployed, host: str, binds=(), agent_pyz: str | None = None) -> None:
+    """Boot a NEW host (a fresh disk) named ``host`` on the mail IP, with ``binds`` (host path,
+    path inside), the agent uploaded (``agent_pyz`` or one built from this checkout). Stop the
+    running one first (``replace``)."""
+    started = time.monotonic()
+    a = d.boot_args
+    container.start(d.names, host, bridge=d.bridge.name, ipv4=str(d.bridge.address(HOST_INDEX)),
+                    nameserver=a["gw"], apt_proxy_url=a["proxy_url"],
+                    authorized_keys=[a["public"]], hostname=f"mail.{DOMAIN}", binds=tuple(binds))
+    d.host = host
+    container.wait_ssh(d.ip, timeout=120)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # brand-new host key
+    client.connect(d.ip, username="root", pkey=a["key"], timeout=10, allow_agent=False,
+                   look_for_keys=False)
+    d.ssh = client
+    d.timings.setdefault("boot_to_ssh_s", time.monotonic() - started)
+    d.run("cloud-init status --wait", timeout=300)
+    pyz = agent_pyz or agent_zipapp.build(os.path.join(d.workdir, "bulletproof-agent.pyz"))
     d.run("install -d -m 0755 /usr/local/sbin")
     d.put(open(pyz, "rb").read(), AGENT, 0o755)
-    return d
+
+
+def replace(d: Deployed, host: str, binds=(), agent_pyz: str | None = None) -> None:
+    """The host replaced: the running one powered off and its disk destroyed, a new one booted
+    (on the same data volume when ``binds`` names it)."""
+    d.ssh.close()
+    container.stop(d.names, d.host, destroy=True)
+    boot(d, host, binds, agent_pyz)
 
 
 def down(d: Deployed | None, stack: str = "itest-agent") -> None:
     names = d.names if d else naming.stack_names(stack)
     if d:
         try:
-            d.ssh.close()
+            if d.ssh:
+                d.ssh.close()
         except Exception:
             pass
         for addr in d.extra_addrs:

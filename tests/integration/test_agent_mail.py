@@ -16,6 +16,7 @@ import uuid
 import dkim
 import pytest
 
+from agent.contract import DATA_DIR, MAIL_DIR, QUEUE_DIR, TLS_CERT
 from tests import mailclient
 from tests.integration import agenthost as deploy
 from tests.integration.agenthost import HELO, OUTSIDER, message, password
@@ -33,7 +34,7 @@ def host(progress):
     d = None
     try:
         started = time.monotonic()
-        d = deploy.up(log=lambda line: progress("agent", line))
+        d = deploy.up(log=lambda line: progress("agent", line), volume=True)
         rc, report, elapsed, err = d.apply(d.spec, run_id="itest-first")
         progress("agent", f"boot+setup {time.monotonic() - started - elapsed:.1f} s, "
                           f"first apply {elapsed:.1f} s (rc {rc})")
@@ -94,8 +95,22 @@ def test_mail_to_local_user_lands_in_maildir_and_is_readable_over_imaps(host):
         s.sendmail(OUTSIDER, [user], message(OUTSIDER, user, subject))
     assert imap_fetch(host, user, subject) is not None
     local = user.split("@")[0]
-    rc, out, _ = host.run(f"grep -rl '{subject}' /var/mail/vhosts/{deploy.DOMAIN}/{local}/Maildir")
+    rc, out, _ = host.run(f"grep -rl '{subject}' {MAIL_DIR}/{deploy.DOMAIN}/{local}/Maildir")
     assert rc == 0 and ("/new/" in out or "/cur/" in out), out
+    # ... which is the data volume: this machine's directory, bind-mounted at DATA_DIR.
+    on_volume = subprocess.run(["grep", "-rl", subject, os.path.join(
+        host.volume, "vhosts", deploy.DOMAIN, local, "Maildir")], capture_output=True, text=True)
+    assert on_volume.returncode == 0 and on_volume.stdout.strip(), on_volume
+
+
+def test_the_queue_is_on_the_volume_and_the_daemons_require_it(host):
+    assert host.run("postconf -h queue_directory")[1].strip() == QUEUE_DIR
+    assert os.path.isdir(os.path.join(host.volume, "postfix", "deferred"))  # this machine's dir
+    for unit in ("postfix@-", "dovecot"):
+        _, out, _ = host.run(f"systemctl show -p RequiresMountsFor --value {unit}")
+        assert DATA_DIR in out.split(), (unit, out)
+    volume = next(s for s in host.reports[0]["steps"] if s["name"] == "volume")
+    assert volume["detail"] == f"{DATA_DIR} in place (mounted)"
 
 
 def test_postmaster_alias_delivers_to_a_user(host):
@@ -225,12 +240,11 @@ def test_broken_spec_fails_rolls_back_and_mail_still_flows(host):
     broken = json.loads(json.dumps(host.spec))
     broken["tls"] = {"mode": "provided", "key_pem": broken["dkim"]["private_key_pem"],
                      "cert_pem": "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----"}
-    main_cf = host.run("sha256sum /etc/postfix/main.cf /etc/bulletproof-mail/tls/cert.pem")[1]
+    main_cf = host.run(f"sha256sum /etc/postfix/main.cf {TLS_CERT}")[1]
     rc, report, _, err = host.apply(broken, run_id="itest-broken")
     assert rc == 1 and report["status"] == "failed"
-    assert report["error"]["file"] == "/etc/bulletproof-mail/tls/cert.pem"
-    assert host.run("sha256sum /etc/postfix/main.cf /etc/bulletproof-mail/tls/cert.pem")[1] \
-        == main_cf
+    assert report["error"]["file"] == TLS_CERT
+    assert host.run(f"sha256sum /etc/postfix/main.cf {TLS_CERT}")[1] == main_cf
     subject = f"after broken {uuid.uuid4().hex[:8]}"
     with smtp(host) as s:
         s.sendmail(OUTSIDER, [first_user(host)], message(OUTSIDER, first_user(host), subject))

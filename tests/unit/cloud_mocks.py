@@ -20,6 +20,8 @@ MOCK_DKIM_KEY = "-----BEGIN PRIVATE KEY-----\nmock-dkim-private\n-----END PRIVAT
 # A 2048-bit key's base64 is 392 characters: its DKIM TXT record needs two 255-byte strings.
 MOCK_DKIM_PUBLIC = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "A" * 348
 ZONE_ID = "0123456789abcdef0123456789abcdef"
+MOCK_STORAGE_KEY = "bW9jay1zdG9yYWdlLWtleQ=="
+BACKUP_REPOSITORY = "sftp:backup@192.0.2.20:/srv/restic/mail"
 
 
 def openstack_raw(**changes) -> dict:
@@ -27,7 +29,8 @@ def openstack_raw(**changes) -> dict:
             "openstack_flavor": "b.2c4gb", "openstack_image": "Debian 12",
             "openstack_network": "0f6e1c2a-3b4d-4e5f-8a9b-0c1d2e3f4a5b",
             "dns_backend": "cloudflare", "cloudflare_zone_id": ZONE_ID, "resolver": "192.0.2.53:53",
-            **changes}
+            "backup_repository": BACKUP_REPOSITORY, "backup_password": "mock-backup-password",
+            "backup_region": "oslo", **changes}
 
 
 def azure_raw(**changes) -> dict:
@@ -62,7 +65,15 @@ class Mocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
-        return {}, None
+        if args.token == "azure-native:storage:listStorageAccountKeys":
+            return {"keys": [{"keyName": "key1", "value": MOCK_STORAGE_KEY, "permissions": "FULL"}]}
+        return {}
+
+
+def load(raw: dict):
+    """The config as the program loads it, its secret keys (backup_password...) as secrets."""
+    from components import config
+    return config.load(raw, STACK, secret_keys=[k for k in config.secret_key_names() if k in raw])
 
 
 def run(cfg, secrets: dict | None = None) -> tuple[Mocks, dict]:
@@ -77,7 +88,8 @@ def run(cfg, secrets: dict | None = None) -> tuple[Mocks, dict]:
     @pulumi.runtime.test
     def declare():
         server = MailServer("mail", cfg, STACK, str(ROOT), "/nonexistent/known_hosts",
-                            secrets={k: pulumi.Output.secret(v) for k, v in (secrets or {}).items()})
+                            secrets={k: pulumi.Output.secret(v) for k, v in
+                                     {"backup_password": "mock-backup-password", **(secrets or {})}.items()})
         seen["server"] = server
         return pulumi.Output.all(server.spec, server.host.ipv4, server.host.ipv6).apply(
             lambda a: seen.update(spec=a[0], ipv4=a[1], ipv6=a[2]))

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from agent import example
+from agent.contract import TLS_CERT
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,7 +84,7 @@ def test_refused_config_keeps_the_old_files(tmp_path, spec_files):
     bad_secrets.write_text(json.dumps(secrets))
     proc = agent("apply", "--spec", str(bad), "--secrets", str(bad_secrets), "--root", root)
     assert proc.returncode == 1
-    assert "/etc/bulletproof-mail/tls/cert.pem" in proc.stderr and "openssl" in proc.stderr
+    assert TLS_CERT in proc.stderr and "openssl" in proc.stderr
     after = tree(os.path.join(root, "etc"))
     assert {k: v[2] for k, v in after.items()} == {k: v[2] for k, v in before.items()}
     state = json.load(open(os.path.join(root, "var/lib/bulletproof-mail/state.json")))

@@ -2,7 +2,10 @@
 (postconf, postfix check, doveconf, opendkim, unbound-checkconf, nft -c)."""
 import copy
 import functools
+import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -21,12 +24,27 @@ def _tls() -> tuple:
     return keys.self_signed("mail.example.test")
 
 
+_QUEUE = []
+
+
+@pytest.fixture(autouse=True)
+def staged_queue():
+    """The staged main.cf's own queue (`postfix check` fills it), as the files step makes it:
+    a short path, for the unix socket names inside."""
+    queue = tempfile.mkdtemp(prefix="bpm-queue-")
+    os.chmod(queue, 0o755)
+    _QUEUE[:] = [queue]
+    yield queue
+    shutil.rmtree(queue, ignore_errors=True)
+
+
 def staged(tmp_path, data=None, **changes):
     data = copy.deepcopy(data or _data())
     data.update(changes)
     spec = load(data)
     stage = str(tmp_path / "stage")
-    files.stage(stage, render.render(spec, _tls(), prefix=stage), render.targets(spec))
+    files.stage(stage, render.render(spec, _tls(), prefix=stage, queue_dir=_QUEUE[0]),
+                render.targets(spec))
     return spec, stage
 
 
@@ -142,7 +160,7 @@ def test_secret_files_are_private(tmp_path):
     spec, stage = staged(tmp_path)
     modes = {t.path: t.mode for t in render.targets(spec)}
     assert modes["/etc/opendkim/keys/example.test/s1.private"] == 0o600
-    assert modes["/etc/bulletproof-mail/tls/key.pem"] == 0o600
+    assert modes["/srv/mail/tls/key.pem"] == 0o600
     assert modes["/etc/dovecot/users"] == 0o640
 
 

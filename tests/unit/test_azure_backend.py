@@ -32,7 +32,7 @@ def _deploy(raw: dict):
     saved = local.Command, bootstrap.AgentRun
     local.Command, bootstrap.AgentRun = recording(local.Command), recording(bootstrap.AgentRun)
     try:
-        mocks, seen = cm.run(config.load(raw, cm.STACK))
+        mocks, seen = cm.run(cm.load(raw))
     finally:
         local.Command, bootstrap.AgentRun = saved
     return mocks, seen, waits
@@ -59,14 +59,19 @@ def test_resource_graph(deployed):
         ("network:Subnet", "mail-subnet"), ("network:NetworkSecurityGroup", "mail-nsg"),
         ("network:PublicIPAddress", "mail-ipv4"), ("network:PublicIPAddress", "mail-ipv6"),
         ("network:NetworkInterface", "mail-nic"), ("compute:VirtualMachine", "mail-host"),
+        ("compute:Disk", "mail-data"),  # the mail's own disk, outliving the VM
+        ("storage:StorageAccount", "mail-backups"), ("storage:BlobContainer", "mail-backups"),
         ("local:Command", "mail-ptr-ipv4"), ("local:Command", "mail-ptr-ipv6"),
     ])
 
 
 def test_every_located_resource_stands_in_the_configured_region(deployed):
     mocks, _, _ = deployed
-    located = {n: i.get("location") for t, n, i in mocks.resources if t.startswith("azure-native:")}
-    assert {n for n, loc in located.items() if loc is None} == {"mail-subnet"}  # lives in its VNet
+    located = {(t.rsplit(":", 1)[1], n): i.get("location") for t, n, i in mocks.resources
+               if t.startswith("azure-native:")}
+    # the subnet lives in its VNet, the blob container in its storage account
+    assert {k for k, loc in located.items() if loc is None} == {("Subnet", "mail-subnet"),
+                                                                ("BlobContainer", "mail-backups")}
     assert {loc for loc in located.values() if loc} == {"norwayeast"}
 
 
@@ -74,7 +79,7 @@ def test_every_azure_resource_passes_the_residency_policy(deployed):
     from policies import rules as policy
     mocks, _, _ = deployed
     assert [policy.residency_violation(t, n, i, "NO") for t, n, i in mocks.resources
-            if t.startswith("azure-native:")] == [None] * 8
+            if t.startswith("azure-native:")] == [None] * 11
     assert "outside Norway" in policy.residency_violation(PUBLIC_IP, "ip", {"location": "westeurope"}, "NO")
 
 
@@ -84,13 +89,13 @@ def test_every_azure_resource_passes_the_residency_policy(deployed):
 ])
 def test_region_guard_refuses_a_region_outside_norway_at_config_time(region, expected):
     with pytest.raises(config.ConfigError) as err:
-        config.load(cm.azure_raw(region=region), cm.STACK)
+        cm.load(cm.azure_raw(region=region))
     assert [e for e in err.value.errors if e.startswith(expected)], err.value.errors
 
 
 def test_display_names_are_refused_even_without_residency():
     with pytest.raises(config.ConfigError) as err:
-        config.load(cm.azure_raw(region="Norway East", residency="none"), cm.STACK)
+        cm.load(cm.azure_raw(region="Norway East", residency="none"))
     assert err.value.errors == ["region: 'Norway East' is not an Azure location name; use its short "
                                 "name, e.g. norwayeast (az account list-locations -o table)"]
 
@@ -194,13 +199,13 @@ def test_without_ipv6_there_is_one_public_ip_and_no_aaaa(deployed):
 def test_bad_azure_config_is_refused_with_one_line(changes, expected):
     raw = {k: v for k, v in cm.azure_raw(**changes).items() if v is not None}
     with pytest.raises(config.ConfigError) as err:
-        config.load(raw, cm.STACK)
+        cm.load(raw)
     assert len(err.value.errors) == 1 and err.value.errors[0].startswith(expected), err.value.errors
 
 
 def test_azure_keys_are_refused_on_another_backend():
     with pytest.raises(config.ConfigError) as err:
-        config.load({**cm.openstack_raw(), "azure_vm_size": "Standard_B2s"}, cm.STACK)
+        cm.load({**cm.openstack_raw(), "azure_vm_size": "Standard_B2s"})
     assert err.value.errors == ["azure_vm_size: only used with backend: azure (backend is 'openstack'); "
                                 "remove them or set backend: azure"]
 

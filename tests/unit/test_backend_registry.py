@@ -11,6 +11,7 @@ from tests import local_stack
 from tests.unit import cloud_mocks as cm
 
 TOY = {"backend": "toy", "region": "toy-bergen", "toy_size": "large", "resolver": "192.0.2.53:53",
+       "backup_repository": "none",
        "dns_server": "192.0.2.53:53", "dns_tsig_name": "mail-updates", "dns_tsig_secret": "c2VjcmV0"}
 
 

@@ -13,7 +13,7 @@ RULE = "openstack:networking/secGroupRule:SecGroupRule"
 
 @pytest.fixture(scope="module")
 def deployed():
-    cfg = config.load(cm.openstack_raw(), cm.STACK)
+    cfg = cm.load(cm.openstack_raw())
     return cm.run(cfg)
 
 
@@ -34,6 +34,8 @@ def test_resource_graph_is_group_rules_port_keypair_server(deployed):
         ("openstack:networking/port:Port", "mail-port"),
         ("openstack:compute/keypair:Keypair", "mail-keypair"),
         (INSTANCE, "mail-host"),
+        ("openstack:blockstorage/volume:Volume", "mail-data"),  # the mail's own volume
+        ("openstack:compute/volumeAttach:VolumeAttach", "mail-data-attach"),
     ])
 
 
@@ -45,7 +47,7 @@ def test_every_cloud_resource_names_the_configured_region(deployed):
 
 def test_region_guard_refuses_a_region_outside_norway_at_config_time():
     with pytest.raises(config.ConfigError) as err:
-        config.load(cm.openstack_raw(region="RegionOne"), cm.STACK)
+        cm.load(cm.openstack_raw(region="RegionOne"))
     assert [e for e in err.value.errors if e.startswith("region: 'RegionOne' is outside Norway")], err.value.errors
 
 
@@ -96,7 +98,7 @@ def test_server_boots_with_the_stack_generated_ssh_key(deployed):
 
 
 def test_floating_ip_pool_gives_the_floating_ipv4_to_the_spec():
-    cfg = config.load(cm.openstack_raw(openstack_floating_ip_pool="public"), cm.STACK)
+    cfg = cm.load(cm.openstack_raw(openstack_floating_ip_pool="public"))
     mocks, seen = cm.run(cfg)
     ((_, fip),) = cm.of_type(mocks, "openstack:networking/floatingIp:FloatingIp")
     assert (fip["pool"], fip["portId"]) == ("public", "mail-port-id")
@@ -112,6 +114,6 @@ def test_floating_ip_pool_gives_the_floating_ipv4_to_the_spec():
 def test_bad_openstack_config_is_refused_with_one_line(changes, expected):
     raw = {k: v for k, v in cm.openstack_raw(**changes).items() if v is not None}
     with pytest.raises(config.ConfigError) as err:
-        config.load(raw, cm.STACK)
+        cm.load(raw)
     assert len(err.value.errors) == 1 and err.value.errors[0].startswith(expected), err.value.errors
 

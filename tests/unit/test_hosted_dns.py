@@ -9,7 +9,7 @@ RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 
 @pytest.fixture(scope="module")
 def records():
-    mocks, _ = cm.run(config.load(cm.openstack_raw(), cm.STACK))
+    mocks, _ = cm.run(cm.load(cm.openstack_raw()))
     return {name.removeprefix("mail-dns-records-"): inputs for name, inputs in cm.of_type(mocks, RECORD)}, mocks
 
 
@@ -70,7 +70,7 @@ def test_rfc2136_stays_the_default_dns_backend():
 ])
 def test_bad_hosted_dns_config_is_refused_with_one_line(changes, expected):
     with pytest.raises(config.ConfigError) as err:
-        config.load(cm.openstack_raw(**changes), cm.STACK)
+        cm.load(cm.openstack_raw(**changes))
     assert len(err.value.errors) == 1 and err.value.errors[0].startswith(expected), err.value.errors
 
 

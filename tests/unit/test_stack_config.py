@@ -50,7 +50,7 @@ def ssh_raw(**changes) -> dict:
     return {**local_stack.raw(), "backend": "ssh", "region": "oslo", "ssh_host": "192.0.2.10",
             "ssh_private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
             "dns_server": "192.0.2.53:53", "dns_tsig_name": "mail-updates", "dns_tsig_secret": "c2VjcmV0",
-            "resolver": "192.0.2.53:53", **changes}
+            "resolver": "192.0.2.53:53", "backup_repository": "none", **changes}
 
 
 def test_ssh_backend_config_is_accepted_with_its_secrets_as_secrets():
