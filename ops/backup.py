@@ -19,8 +19,6 @@ from ops import stack as deployed_stack
 
 def agent_command(action: str, mailbox: str | None = None, snapshot: str | None = None) -> str:
     argv = [contract.AGENT, "backup", action]
-    if action == "snapshots":
-        argv.append("--json")
     if mailbox:
         argv += ["--mailbox", mailbox]
     if snapshot:
