@@ -215,12 +215,14 @@ def _drain(names, host: str) -> None:
 class _MachineProvider(ResourceProvider):
     def create(self, props):
         import pathlib
+        import uuid
 
         names = _names(props)
         # A new host has new host keys: forget the old ones.
         pathlib.Path(props["known_hosts"]).unlink(missing_ok=True)
         self._boot(names, props)
-        return CreateResult(id_=names.machine(props["host"]), outs={**props})
+        # One id per creation: a replacement is a new host (host keys, agent run) to the rest.
+        return CreateResult(id_=f"{names.machine(props['host'])}-{uuid.uuid4().hex[:8]}", outs={**props})
 
     def _boot(self, names, props) -> None:
         import pathlib

@@ -74,7 +74,7 @@ class LocalHost(Host):
             "spec_json": self.spec_json, "boot_run_id": boot_run_id,
             "instance_id": f"{stack}-mail", "known_hosts": args.known_hosts,
             "volume": self.volume.path, "backups": str(naming.backups_dir(naming.stack_names(stack, checkout))),
-        }, self.moved(args, _DYNAMIC, depends_on=[dns],
+        }, self.moved(args, _DYNAMIC, depends_on=[dns], delete_before_replace=True,  # the volume moves
                       custom_timeouts=pulumi.CustomTimeouts(create="10m")))
         self.ssh_private_key, self.ssh_user = ssh_key.private_key, "root"
         self.host_id, self.boot_run_id = machine.id, machine.boot_run_id
