@@ -38,7 +38,9 @@ def targets(spec: Spec) -> list[Target]:
     dkim_key = f"/etc/opendkim/keys/{spec.domain}/{spec.dkim.selector}.private"
     pf = ("postfix",)
     t = [
-        Target("/etc/hostname", "etc/hostname.j2", 0o644, "root", "root", ("hostname",)),
+        # unbound too: its cache may hold the new name as not existing yet (looked up before
+        # the record was published), and the checks resolve it through unbound.
+        Target("/etc/hostname", "etc/hostname.j2", 0o644, "root", "root", ("hostname", "unbound")),
         Target("/etc/mailname", "etc/mailname.j2", 0o644, "root", "root", pf),
         Target("/etc/aliases", "etc/aliases.j2", 0o644, "root", "root", ("newaliases",)),
         Target("/etc/postfix/main.cf", "postfix/main.cf.j2", 0o644, "root", "root", pf),
