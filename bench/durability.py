@@ -56,7 +56,7 @@ from tests.integration import agenthost as deploy
 STACK = "bench-durability"  # --stack: another name runs a second copy beside this one
 ALL = ("a", "b", "c", "d", "agent")
 TITLES = {"a": "a: kill -9 Postfix master+smtpd", "b": "b: kill -9 Dovecot",
-          "c": "c: kill -9 the container", "d": "d: power cut (KVM guest, cache=none)",
+          "c": "c: kill -9 the container", "d": f"d: power cut ({kvm_guest.accelerator()[0]} guest, cache=none)",
           "agent": "agent: kill -9 apply"}
 ALICE, BOB = f"alice@{deploy.DOMAIN}", f"bob@{deploy.DOMAIN}"
 LOAD_S = 6.0          # load per round; the kill falls in [1, LOAD_S - 1.5]
