@@ -73,7 +73,10 @@ def mailbox_state(ip: str, user: str, password: str) -> dict:
         for line in listing:
             folder = line.decode().rsplit(' "', 1)[-1].rstrip('"') if line.decode().endswith('"') \
                 else line.decode().rsplit(" ", 1)[-1]
-            imap.select(f'"{folder}"', readonly=True)
+            if "\\noselect" in line.decode().partition(")")[0].lower():
+                continue  # a parent that holds folders, not messages (e.g. "Restored <id>")
+            typ, said = imap.select(f'"{folder}"', readonly=True)
+            assert typ == "OK", (folder, said)
             _, validity = imap.response("UIDVALIDITY")
             messages = {}
             _, data = imap.uid("FETCH", "1:*", "(FLAGS RFC822)")

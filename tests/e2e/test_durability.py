@@ -171,7 +171,8 @@ def test_the_restore_drill(stack):
     stack_fixture.unprotect(stack)  # a stack other than local protects its DKIM key
     stack.timings["make down"] = _timed(lambda: _make(stack, "down"))
     stack.timings["make up"] = _timed(lambda: _make(stack, "up"))
-    outs = stack.outputs()
+    outs = stack.outputs()  # a new stack's mailbox passwords: the restore brings the mail back
+    ip, pw = outs["host_ipv4"], outs["mail_passwords"]
     assert _count(_states(outs)) == 0, "a new server after make down starts empty"
     assert _snapshot_ids(stack)[-2:] == [first, latest], "make down must keep the backups"
 
