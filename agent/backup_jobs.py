@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
 
 from agent import backup_config as B
+from agent.durable import write_json
 from agent.errors import BackupError
 from agent.host import Host
 from agent.restic import NoRepository, Restic
@@ -40,19 +40,6 @@ def read_json(path: str, default):
             return json.load(f)
     except (OSError, ValueError):
         return default
-
-
-def write_json(path: str, data) -> None:
-    """Whole or not at all, root only (it names the repository's snapshots)."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def record(host: Host, result: dict) -> None:

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 from agent import backup_config as B
-from agent import backup_jobs
+from agent import backup_jobs, durable
 from agent.errors import ServiceError
 from agent.host import Host
 from agent.step import Context, StepResult
@@ -69,7 +69,7 @@ def apply(ctx: Context) -> StepResult:
     perform(host, todo)
     enabled = host.path(B.ENABLED_FILE)
     if backup and not os.path.exists(enabled):  # the start of status' grace period
-        backup_jobs.write_json(enabled, {"enabled_at": backup_jobs.now_iso()})
+        durable.write_json(enabled, {"enabled_at": backup_jobs.now_iso()})
     elif not backup and os.path.exists(enabled):
         os.unlink(enabled)
     return result

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from agent import backup_config, journal, render, validate
+from agent.durable import fsync_dir
 from agent.contract import STATE_DIR
 from agent.render import Target
 from agent.step import Context, StepResult
@@ -103,15 +104,6 @@ def write_atomic(real: str, data: bytes, mode: int, owner: str, group: str) -> N
         os.close(fd)
     os.replace(tmp, real)
     fsync_dir(d)
-
-
-def fsync_dir(d: str) -> None:
-    """Make a rename in ``d`` durable: the journal may name this file after a power cut."""
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_durably(src: str, dst: str) -> None:

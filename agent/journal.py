@@ -16,6 +16,7 @@ import os
 
 from agent import services
 from agent.contract import JOURNAL
+from agent.durable import fsync_dir, write_json
 from agent.errors import RecoveryError
 from agent.packages import POLICY_MARK, POLICY_RC_D
 from agent.step import Context, StepResult
@@ -43,24 +44,7 @@ def _write(ctx: Context, pending: dict | None = None) -> None:
         entries.append(pending)
     if ctx.host.dry_run or not entries:
         return
-    path = ctx.host.path(JOURNAL)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = path + ".new"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"run_id": ctx.host.run_id, "pid": os.getpid(), "entries": entries}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(d: str) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_json(ctx.host.path(JOURNAL), {"run_id": ctx.host.run_id, "pid": os.getpid(), "entries": entries})
 
 
 def note(ctx: Context, step: str, undo, services_=()) -> None:
@@ -77,7 +61,7 @@ def clear(host) -> None:
     path = host.path(JOURNAL)
     if not host.dry_run and os.path.exists(path):
         os.unlink(path)
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
 
 
 def entries(ctx: Context) -> list[dict]:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import tempfile
 
+from agent.durable import read_text
 from agent.errors import ApplyError
 from agent.contract import TLS_CERT as CERT, TLS_KEY as KEY
 from agent.host import Host
@@ -24,14 +25,6 @@ def _openssl(args: list[str], data: str | None = None) -> str:
         raise ApplyError(f"openssl {args[0]} failed", tool_output=proc.stderr,
                          fix="check the PEM data in the spec")
     return proc.stdout
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def _cert_matches(cert: str, key: str, hostname: str) -> bool:
@@ -54,7 +47,7 @@ def self_signed(hostname: str) -> tuple[str, str]:
                   "-days", "825", "-subj", f"/CN={hostname}",
                   "-addext", f"subjectAltName=DNS:{hostname}",
                   "-keyout", key, "-out", cert])
-        return _read(cert), _read(key)
+        return read_text(cert), read_text(key)
 
 
 def tls_pair(spec: Spec, host: Host) -> tuple[tuple[str, str], bool, str]:
@@ -63,7 +56,7 @@ def tls_pair(spec: Spec, host: Host) -> tuple[tuple[str, str], bool, str]:
     if spec.tls.mode == "provided":
         return (spec.tls.cert_pem, spec.tls.key_pem), False, "provided by the spec"
     for cert_path, key_path in ((CERT, KEY), (LEGACY_TLS_CERT, LEGACY_TLS_KEY)):
-        cert, key = _read(host.path(cert_path)), _read(host.path(key_path))
+        cert, key = read_text(host.path(cert_path)), read_text(host.path(key_path))
         if cert and key and _cert_matches(cert, key, spec.hostname):
             # One made before the data volume moves onto it (the files step writes it there).
             return (cert, key), False, "self-signed pair kept" + (

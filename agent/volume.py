@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from agent import files
 from agent.contract import DATA_DIR, DATA_STATE_DIR, VOLUME_LABEL
+from agent.durable import read_text
 from agent.errors import VolumeError
 from agent.host import Host
 from agent.render import HEADER
@@ -148,14 +149,6 @@ def probe(host: Host, device: str) -> dict:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def facts(host: Host, vol: Volume) -> Facts:
     data = host.path(DATA_DIR)
     exists = os.path.isdir(data)
@@ -166,7 +159,7 @@ def facts(host: Host, vol: Volume) -> Facts:
     device = wait_device(host.path(vol.device), DEVICE_WAIT_S)
     return Facts(base.exists, base.mounted, base.empty, device,
                  probe(host, vol.device) if device else {},
-                 _read(host.path(MOUNT_UNIT)), os.path.lexists(host.path(WANTS_LINK)))
+                 read_text(host.path(MOUNT_UNIT)), os.path.lexists(host.path(WANTS_LINK)))
 
 
 # -- acting ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sys
 import time
 
 from components import agent_zipapp
+from bench import print_measures
 from tests.integration import agenthost as deploy
 
 UNITS = ("postfix@-.service", "dovecot.service", "opendkim.service", "unbound.service")
@@ -78,10 +79,7 @@ def main() -> int:
         deploy.down(d, stack="bench-agent")
     size = len(agent_zipapp.build_bytes())
     rows.append(("zipapp size", f"{size / 1024:.1f} KiB ({size} bytes)"))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value\n{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_measures(rows)
     return 0
 
 

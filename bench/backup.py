@@ -17,6 +17,7 @@ import json
 import sys
 import time
 
+from bench import print_measures
 from tests.integration import agenthost as deploy
 
 STACK = "bench-backup"
@@ -116,10 +117,7 @@ def main() -> int:
         rows = bench(d, args.messages, args.new)
     finally:
         deploy.down(d, stack=STACK)
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value\n{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_measures(rows)
     return 0
 
 
