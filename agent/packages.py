@@ -13,6 +13,7 @@ NAME = "packages"
 PACKAGES = (
     "postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
     "dovecot-lmtpd", "opendkim", "opendkim-tools", "unbound", "nftables", "openssl",
+    "dns-root-data",  # unbound's root hints and DNSSEC trust anchor (it recurses itself)
     "ca-certificates", "python3-dnspython", "python3-jinja2", "iproute2",
     "policyd-rate-limit",  # outbound limit per SASL user (see templates/etc/policyd-rate-limit)
 )

@@ -20,10 +20,12 @@ Two files on the host, merged at load (``merge(public, secrets)``):
                                                  # default to the first user (RFC 2142)
       "dkim": {"selector": "s1"},
       "tls": {"mode": "self-signed"},            # or "provided" + cert_pem (+ key_pem secret)
-      "postscreen": {"dnsbl_sites": [{"zone": "dnsbl.test", "weight": 2}],
+      "postscreen": {"dnsbl_sites": [{"zone": "dnsbl.test", "weight": 2,   # + "dqs": true,
+                                      "filter": "127.0.0.[2..11]"}],     # default: known/
+                                                 # contract.DEFAULT_DNSBL_FILTER
                      "dnsbl_threshold": 2, "allowlist": ["192.0.2.0/24"],
                      "greet_wait_s": 6},
-      "resolver": {"forwarders": ["10.77.0.1@53"],
+      "resolver": {"forwarders": ["10.77.0.1@53"],   # [] or absent: unbound recurses
                    "stub_zones": [{"name": "example.test", "addrs": ["10.77.0.1"]}],
                    "insecure_domains": ["test"], "max_negative_ttl_s": 60},
       "rate_limits": {"client_connection_rate": 30, "client_message_rate": 60,
@@ -61,6 +63,7 @@ retention of ``restic forget`` (each >= 0, one at least > 0).
     {"passwords": {"alice@example.test": "{SHA512-CRYPT}$6$..."},
      "dkim_private_key_pem": "-----BEGIN PRIVATE KEY-----...",
      "tls_key_pem": "-----BEGIN PRIVATE KEY-----...",   # only with tls.mode == "provided"
+     "dqs_key": "...",                  # Spamhaus DQS key, for sites with "dqs": true
      "backup_password": "...",          # with a backup section: encrypts the repository
      "backup_env": {"AWS_ACCESS_KEY_ID": "...", "AWS_SECRET_ACCESS_KEY": "..."}}  # optional
          # the backend's variables; for rest: RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD
@@ -92,11 +95,12 @@ def to_dict(spec: Spec) -> dict:
         "dkim": {"selector": spec.dkim.selector, "private_key_pem": spec.dkim.private_key_pem},
         "tls": {k: v for k, v in vars(spec.tls).items() if v is not None},
         "postscreen": {
-            "dnsbl_sites": [{k: v for k, v in vars(s).items() if v is not None}
+            "dnsbl_sites": [{k: v for k, v in vars(s).items() if v is not None and v is not False}
                             for s in spec.postscreen.dnsbl_sites],
             "dnsbl_threshold": spec.postscreen.dnsbl_threshold,
             "allowlist": list(spec.postscreen.allowlist),
-            "greet_wait_s": spec.postscreen.greet_wait_s},
+            "greet_wait_s": spec.postscreen.greet_wait_s,
+            **({"dqs_key": spec.postscreen.dqs_key} if spec.postscreen.dqs_key else {})},
         "resolver": {
             "forwarders": list(spec.resolver.forwarders),
             "stub_zones": [{"name": z.name, "addrs": list(z.addrs)}
@@ -135,6 +139,8 @@ def split(data: dict) -> tuple[dict, dict]:
         secrets["dkim_private_key_pem"] = public["dkim"].pop("private_key_pem")
     if isinstance(public.get("tls"), dict) and "key_pem" in public["tls"]:
         secrets["tls_key_pem"] = public["tls"].pop("key_pem")
+    if isinstance(public.get("postscreen"), dict) and "dqs_key" in public["postscreen"]:
+        secrets["dqs_key"] = public["postscreen"].pop("dqs_key")
     backup = public.get("backup")
     for key, name in _BACKUP_SECRETS:
         if isinstance(backup, dict) and key in backup:
@@ -146,7 +152,7 @@ def merge(public: dict, secrets: dict | None) -> dict:
     """Put the secrets file's values back where ``load`` expects them."""
     data = copy.deepcopy(public)
     secrets = secrets or {}
-    unknown = set(secrets) - {"passwords", "dkim_private_key_pem", "tls_key_pem",
+    unknown = set(secrets) - {"passwords", "dkim_private_key_pem", "tls_key_pem", "dqs_key",
                               *(name for _, name in _BACKUP_SECRETS)}
     if unknown:
         raise SpecError([f"secrets.{k}: unknown key" for k in sorted(unknown)])
@@ -162,6 +168,10 @@ def merge(public: dict, secrets: dict | None) -> dict:
         data["dkim"]["private_key_pem"] = secrets["dkim_private_key_pem"]
     if "tls_key_pem" in secrets and isinstance(data.get("tls"), dict):
         data["tls"]["key_pem"] = secrets["tls_key_pem"]
+    if "dqs_key" in secrets:
+        data.setdefault("postscreen", {})
+        if isinstance(data["postscreen"], dict):
+            data["postscreen"]["dqs_key"] = secrets["dqs_key"]
     return data
 
 

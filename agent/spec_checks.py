@@ -152,12 +152,15 @@ class SpecChecker(C.Checker):
 
     def postscreen(self) -> S.Postscreen:
         d = self.section(self.data, "postscreen")
-        self.no_unknown(d, {"dnsbl_sites", "dnsbl_threshold", "allowlist", "greet_wait_s"},
-                        "postscreen")
+        self.no_unknown(d, {"dnsbl_sites", "dnsbl_threshold", "allowlist", "greet_wait_s",
+                            "dqs_key"}, "postscreen")
+        key = self.get(d, "dqs_key", "postscreen.dqs_key", str, None)
+        if isinstance(key, str) and not re.fullmatch(r"[a-z0-9]{16,63}", key):
+            self.err("postscreen.dqs_key", "not a Spamhaus DQS key (lower-case letters and digits)")
         sites = []
         for i, s in enumerate(self.get(d, "dnsbl_sites", "postscreen.dnsbl_sites", list, [])):
             p = f"postscreen.dnsbl_sites[{i}]"
-            self.no_unknown(s, {"zone", "weight", "filter"}, p)
+            self.no_unknown(s, {"zone", "weight", "filter", "dqs"}, p)
             zone = self.get(s, "zone", f"{p}.zone", str)
             if isinstance(zone, str) and not C.is_domain(zone):
                 self.err(f"{p}.zone", f"not a DNS zone: {zone!r}")
@@ -165,9 +168,19 @@ class SpecChecker(C.Checker):
             if isinstance(weight, int) and weight == 0:
                 self.err(f"{p}.weight", "must not be 0")
             filt = self.get(s, "filter", f"{p}.filter", str, None)
-            if isinstance(filt, str) and not re.fullmatch(r"[0-9.\[\];]+", filt):
-                self.err(f"{p}.filter", f"not a postscreen reply filter: {filt!r}")
-            sites.append(S.DnsblSite(zone=zone, weight=weight, filter=filt))
+            if isinstance(filt, str) and not C.is_dnsbl_filter(filt):
+                self.err(f"{p}.filter", f"not a postscreen reply filter (d.d.d.d, each d a number "
+                                        f"or [n;n..m]): {filt!r}")
+            dqs = self.get(s, "dqs", f"{p}.dqs", bool, False)
+            if dqs and isinstance(zone, str) and C.dqs_zone(zone, "k") is None:
+                self.err(f"{p}.dqs", f"{zone} has no DQS form; known: "
+                         + ", ".join(z for z, k in C.KNOWN_DNSBLS.items() if k.dqs))
+            elif dqs and not key:
+                self.err("postscreen.dqs_key", f"required: {p} is asked with the DQS key")
+            # Every site carries a filter: an error code ("blocked") must never count.
+            if isinstance(zone, str) and not isinstance(filt, str):
+                filt = C.dnsbl_filter(zone)
+            sites.append(S.DnsblSite(zone=zone, weight=weight, filter=filt, dqs=bool(dqs)))
         allow = []
         for i, net in enumerate(self.get(d, "allowlist", "postscreen.allowlist", list, [])):
             try:
@@ -178,15 +191,15 @@ class SpecChecker(C.Checker):
             dnsbl_sites=tuple(sites),
             dnsbl_threshold=self.positive(d, "dnsbl_threshold", "postscreen.dnsbl_threshold", 2),
             allowlist=tuple(allow),
-            greet_wait_s=self.positive(d, "greet_wait_s", "postscreen.greet_wait_s", 6))
+            greet_wait_s=self.positive(d, "greet_wait_s", "postscreen.greet_wait_s", 6),
+            dqs_key=key)
 
     def resolver(self) -> S.Resolver:
         d = self.section(self.data, "resolver")
         self.no_unknown(d, {"forwarders", "stub_zones", "insecure_domains",
                             "max_negative_ttl_s"}, "resolver")
-        fwd = self.get(d, "forwarders", "resolver.forwarders", list)
-        if isinstance(fwd, list) and not fwd:
-            self.err("resolver.forwarders", "at least one forwarder is required")
+        # [] (or absent): unbound recurses from the root itself; DNSBLs answer it.
+        fwd = self.get(d, "forwarders", "resolver.forwarders", list, [])
         for i, f in enumerate(fwd or []):
             self.ip_port(f, f"resolver.forwarders[{i}]")
         stubs = []

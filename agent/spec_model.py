@@ -38,7 +38,15 @@ class User:
 class DnsblSite:
     zone: str
     weight: int = 1
-    filter: str | None = None  # e.g. "127.0.0.[2..11]": only these answers count
+    filter: str | None = None  # e.g. "127.0.0.[2..11]": only these answers count (absent:
+                               # the known list's, or contract.DEFAULT_DNSBL_FILTER)
+    dqs: bool = False          # asked with the Spamhaus DQS key (postscreen.dqs_key, a secret)
+
+    @property
+    def query_zone(self) -> str:
+        """The zone Postfix and the checks ask: a DQS site through the host's alias zone."""
+        from agent.contract import dqs_alias
+        return dqs_alias(self.zone) if self.dqs else self.zone
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,12 @@ class Postscreen:
     dnsbl_threshold: int = 2
     allowlist: tuple[str, ...] = ()
     greet_wait_s: int = 6
+    dqs_key: str | None = None  # secret: the Spamhaus DQS key (secrets.json dqs_key)
 
 
 @dataclass(frozen=True)
 class Resolver:
-    forwarders: tuple[str, ...]
+    forwarders: tuple[str, ...]   # empty: unbound recurses itself (root hints, DNSSEC)
     stub_zones: tuple[StubZone, ...] = ()
     insecure_domains: tuple[str, ...] = ()
     max_negative_ttl_s: int = 3600

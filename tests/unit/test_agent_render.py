@@ -81,7 +81,7 @@ def test_every_rendered_file_names_the_generator(tmp_path):
     ("smtpd_tls_mandatory_protocols", ">=TLSv1.2"),
     ("smtp_tls_security_level", "may"),
     ("virtual_transport", "lmtp:unix:private/dovecot-lmtp"),
-    ("postscreen_dnsbl_sites", "dnsbl.test*2"),
+    ("postscreen_dnsbl_sites", "dnsbl.test=127.0.0.[2..11]*2"),
     ("postscreen_dnsbl_threshold", "2"),
     ("postscreen_greet_action", "enforce"),
     ("maillog_file", "/var/log/mail.log"),

@@ -67,7 +67,11 @@ def test_newer_version_is_refused_by_name(data):
      "postscreen.allowlist[0]: not a CIDR network"),
     (lambda d: d["resolver"].update(forwarders=["8.8.8.8@99999"]),
      "resolver.forwarders[0]: expected IP or IP@PORT"),
-    (lambda d: d["resolver"].update(forwarders=[]), "resolver.forwarders: at least one"),
+    (lambda d: d["postscreen"]["dnsbl_sites"][0].update(filter="127.0.0.[2..300]"),
+     "postscreen.dnsbl_sites[0].filter: not a postscreen reply filter"),
+    (lambda d: d["postscreen"]["dnsbl_sites"][0].update(dqs=True), "postscreen.dqs_key: required"),
+    (lambda d: d["postscreen"]["dnsbl_sites"].append({"zone": "bl.spamcop.net", "dqs": True}),
+     "postscreen.dnsbl_sites[1].dqs: bl.spamcop.net has no DQS form"),
     (lambda d: d["rate_limits"].update(client_auth_rate="ten"),
      "rate_limits.client_auth_rate: expected an integer"),
     (lambda d: d["limits"].update(queue_minfree=1000), "limits.queue_minfree: must be >= 1.5"),
@@ -109,3 +113,25 @@ def test_unknown_secret_key_is_refused(data):
     secrets["root_password"] = "x"
     with pytest.raises(SpecError, match="secrets.root_password: unknown key"):
         merge(public, secrets)
+
+
+def test_empty_forwarders_mean_unbound_recurses(data):
+    data["resolver"]["forwarders"] = []
+    assert load(data).resolver.forwarders == ()
+
+
+@pytest.mark.parametrize("zone, expected", [
+    ("zen.spamhaus.org", "127.0.0.[2..11]"),      # the known list's documented codes
+    ("bl.unknown.example", "127.0.0.[2..254]"),   # the default: no 127.0.0.1, no 127.255.255.x
+])
+def test_every_dnsbl_site_gets_a_reply_filter(data, zone, expected):
+    data["postscreen"]["dnsbl_sites"] = [{"zone": zone, "weight": 2}]
+    assert load(data).postscreen.dnsbl_sites[0].filter == expected
+
+
+def test_dqs_key_travels_in_the_secrets_file_only(data):
+    data["postscreen"]["dnsbl_sites"] = [{"zone": "zen.spamhaus.org", "weight": 3, "dqs": True}]
+    data["postscreen"]["dqs_key"] = "k" * 26
+    public, secrets = split(data)
+    assert "k" * 26 not in repr(public) and secrets["dqs_key"] == "k" * 26
+    assert load(merge(public, secrets)).postscreen.dqs_key == "k" * 26
