@@ -74,12 +74,23 @@ def _report(args) -> int:
     except ValueError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
-    rep = mailreport.build(args.log, since)
+    rep = mailreport.build(args.log, since, dnsbl_checks=_dnsbl_checks(args.spec))
     if args.html:
         from agent import report_html
         report_html.write(args.html, rep)
     print(json.dumps(rep, indent=2, sort_keys=True) if args.json else mailreport.text(rep))
     return 0
+
+
+def _dnsbl_checks(spec_path: str) -> list:
+    """The DNSBL checks of the applied spec through the local unbound ([] before any apply)."""
+    from agent import checks, checks_dns
+    try:
+        facts = checks.facts_from_spec(checks.load_public_spec(spec_path))
+    except (OSError, ValueError, KeyError):
+        return []
+    lookup = checks_dns.Lookup("127.0.0.1")
+    return [checks_dns.dnsbl(lookup, facts["ipv4"], s) for s in facts["dnsbl_sites"]]
 
 
 def _read_spec(args) -> tuple:

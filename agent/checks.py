@@ -26,12 +26,20 @@ def facts_from_spec(public: dict) -> dict:
         "domain": public["domain"], "hostname": public["hostname"],
         "ipv4": public["ipv4"], "ipv6": public.get("ipv6"),
         "selector": (public.get("dkim") or {}).get("selector", "s1"),
-        "dnsbl_zones": [s["zone"] for s in (public.get("postscreen") or {}).get("dnsbl_sites", [])],
+        "dnsbl_sites": [dnsbl_site(s) for s in (public.get("postscreen") or {}).get("dnsbl_sites", [])],
         "tls_mode": (public.get("tls") or {}).get("mode", "self-signed"),
         "tcp_ports": list(contract.public_tcp_ports(feats.get("ssh_port", contract.SSH_PORT),
                                                     bool(feats.get("https")))),
         "backup": public.get("backup"),
     }
+
+
+def dnsbl_site(site: dict) -> dict:
+    """A spec site as the DNSBL check asks it: its public name, the zone unbound is asked
+    (a DQS site's alias) and the reply filter (older specs carry none: the same default)."""
+    zone = site["zone"]
+    return {"zone": zone, "query": contract.dqs_alias(zone) if site.get("dqs") else zone,
+            "filter": contract.dnsbl_filter(zone, site.get("filter"))}
 
 
 def run_all(facts: dict, thresholds: dict | None = None, nameserver: str = "127.0.0.1",

@@ -12,7 +12,7 @@ import dns.resolver
 import dns.reversename
 
 from agent.verdict import FAIL, PASS, WARN, Check
-from agent.contract import dnsbl_query_name
+from agent.contract import classify_dnsbl, dnsbl_query_name, dnsbl_refusal_text
 from agent import spf
 
 
@@ -122,13 +122,20 @@ def dmarc(lookup: Lookup, domain: str) -> Check:
     return Check("dmarc", PASS, f"p={policy}" + (f", rua={tags['rua']}" if "rua" in tags else ""))
 
 
-def dnsbl(lookup: Lookup, ip: str, zone: str) -> Check:
-    name = dnsbl_query_name(ip, zone)
-    answers = [a for a in lookup(name, "A") if a.startswith("127.")]
-    if answers:
-        text = "; ".join(lookup(name, "TXT")) or answers[0]
+def dnsbl(lookup: Lookup, ip: str, site: dict) -> Check:
+    """`site`: {zone, query, filter} (agent/checks.py dnsbl_site). An answer outside the filter
+    is the list refusing our resolver (a warning: its listings are not seen), never a listing."""
+    zone = site["zone"]
+    name = dnsbl_query_name(ip, site["query"])
+    verdict, codes = classify_dnsbl(lookup(name, "A"), site["filter"])
+    if verdict == "listed":
+        text = "; ".join(lookup(name, "TXT")) or codes[0]
         return Check(f"dnsbl:{zone}", FAIL, f"{ip} is listed on {zone}: {text}",
                      f"follow {zone}'s delisting procedure; find and stop what sent spam")
+    if verdict == "refused":
+        return Check(f"dnsbl:{zone}", WARN, f"DNSBL refuses our resolver: {dnsbl_refusal_text(zone, codes)}",
+                     "let the host's unbound recurse itself (no resolver_forwarders through a "
+                     "public resolver), or use the list's keyed service (Spamhaus DQS: spamhaus_dqs_key)")
     return Check(f"dnsbl:{zone}", PASS, f"{ip} not listed")
 
 
@@ -140,8 +147,8 @@ def run(lookup: Lookup, facts: dict, helo: str, dkim_p: str | None) -> list[Chec
               ("spf", lambda: spf_check(lookup, facts["domain"], facts["ipv4"])),
               ("dkim", lambda: dkim(lookup, facts["domain"], facts["selector"], dkim_p)),
               ("dmarc", lambda: dmarc(lookup, facts["domain"]))]
-    steps += [(f"dnsbl:{z}", (lambda z=z: dnsbl(lookup, facts["ipv4"], z)))
-              for z in facts["dnsbl_zones"]]
+    steps += [(f"dnsbl:{s['zone']}", (lambda s=s: dnsbl(lookup, facts["ipv4"], s)))
+              for s in facts["dnsbl_sites"]]
     out = []
     for name, fn in steps:
         try:

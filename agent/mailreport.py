@@ -130,15 +130,27 @@ def anomalies(rep: dict, submitted_last_hour: int, period_h: float) -> list[dict
     return out
 
 
+def dnsbl_refusals(checks: list) -> list[dict]:
+    """The DNSBLs that answer our resolver with an error code (agent/checks_dns.py): postscreen
+    silently gets no listings from them, so the report says it (an anomaly, never a reject)."""
+    return [{"kind": "DNSBL refuses our resolver", "detail": c.reason.split(": ", 1)[-1]}
+            for c in checks if c.name.startswith("dnsbl:") and "refuses our resolver" in c.reason]
+
+
 def build(log: str, since: datetime.timedelta, now: datetime.datetime | None = None,
-          queue_size: int | None = None) -> dict:
+          queue_size: int | None = None, dnsbl_checks: list | None = None) -> dict:
+    """`dnsbl_checks`: the host's DNSBL checks now (agent/checks_dns.py), for the refusals."""
     now = now or datetime.datetime.now()
     start = now - since
     try:
         evs = list(maillog.events(log, start, now))
     except OSError as exc:
         raise SystemExit(f"report: cannot read {log}: {exc.strerror}")
-    return summarize(evs, start, now, _queue_size() if queue_size is None else queue_size)
+    rep = summarize(evs, start, now, _queue_size() if queue_size is None else queue_size)
+    refused = dnsbl_refusals(dnsbl_checks or [])
+    rep["dnsbl_refused"] = [r["detail"] for r in refused]
+    rep["anomalies"] += refused
+    return rep
 
 
 def text(rep: dict) -> str:

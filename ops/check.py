@@ -62,7 +62,7 @@ def dns_checks(d: deployed_stack.Deployed) -> list[Check]:
     outs = d.outputs
     facts = {"domain": outs["domain"], "hostname": outs["fqdn"], "ipv4": outs["host_ipv4"],
              "ipv6": outs.get("host_ipv6"), "selector": outs.get("dkim_selector", "s1"),
-             "dnsbl_zones": []}  # DNSBLs: asked by the host, through its own resolver
+             "dnsbl_sites": []}  # DNSBLs: asked by the host, through its own resolver
     published = outs.get("dkim_txt", "")
     p = dict(part.strip().split("=", 1) for part in published.split(";") if "=" in part).get("p")
     # From outside, the HELO name is the host's FQDN by construction (the host side checks

@@ -89,3 +89,17 @@ def test_html_is_self_contained_with_svg_chart(rep, tmp_path):
 
 def test_text_report_lists_anomalies(rep):
     assert "ANOMALY auth brute force" in mailreport.text(rep)
+
+
+def test_report_names_a_dnsbl_that_refuses_our_resolver_and_counts_no_reject():
+    from agent import checks, checks_dns
+    site = checks.dnsbl_site({"zone": "zen.spamhaus.org"})
+    lookup = lambda name, rtype: ["127.255.255.254"] if rtype == "A" else []  # noqa: E731
+    found = checks_dns.dnsbl(lookup, "192.0.2.10", site)
+    plain = mailreport.build(LOG, mailreport.parse_since("7d"), now=NOW, queue_size=1)
+    rep = mailreport.build(LOG, mailreport.parse_since("7d"), now=NOW, queue_size=1,
+                           dnsbl_checks=[found])
+    (anomaly,) = [a for a in rep["anomalies"] if a["kind"] == "DNSBL refuses our resolver"]
+    assert "zen.spamhaus.org" in anomaly["detail"] and "127.255.255.254" in anomaly["detail"]
+    assert "ANOMALY DNSBL refuses our resolver: zen.spamhaus.org" in mailreport.text(rep)
+    assert rep["counts"] == plain["counts"] and rep["rejected_by_reason"] == plain["rejected_by_reason"]

@@ -63,7 +63,7 @@ def test_spf_lookups_count_through_includes():
 
 
 FACTS = {"domain": "example.test", "hostname": "mail.example.test", "ipv4": IP, "ipv6": None,
-         "selector": "s1", "dnsbl_zones": ["dnsbl.test"]}
+         "selector": "s1", "dnsbl_sites": [checks.dnsbl_site({"zone": "dnsbl.test"})]}
 
 
 def run(dns, helo="mail.example.test", p="AAAA"):
@@ -98,6 +98,20 @@ def test_each_dns_check_fails_alone(name, changes, helo, p):
     found = run(fake(set=changes), helo, p)
     assert {n for n, c in found.items() if c.level == verdict.FAIL} == {name}
     assert found[name].fix
+
+
+@pytest.mark.parametrize("code", ["127.255.255.254", "127.255.255.255", "127.255.255.252"])
+def test_dnsbl_refusing_our_resolver_is_a_warning_not_a_listing(code):
+    found = run(fake(set={("2.0.77.10.dnsbl.test", "A"): [code]}))["dnsbl:dnsbl.test"]
+    assert found.level == verdict.WARN and "DNSBL refuses our resolver" in found.reason
+    assert code in found.reason and found.fix
+
+
+def test_dqs_site_is_checked_through_its_alias_under_its_public_name():
+    facts = {**FACTS, "dnsbl_sites": [checks.dnsbl_site({"zone": "zen.spamhaus.org", "dqs": True})]}
+    dns = fake(set={("2.0.77.10.zen.spamhaus.org.dqs.internal", "A"): ["127.0.0.4"]})
+    found = {c.name: c for c in checks_dns.run(dns, facts, "mail.example.test", "AAAA")}
+    assert found["dnsbl:zen.spamhaus.org"].level == verdict.FAIL
 
 
 def test_dmarc_p_none_is_a_warning():
