@@ -16,6 +16,7 @@ from agent import spec as agent_spec
 _PLACEHOLDER_HASH = "{SHA512-CRYPT}$6$rounds=5000$placeholder$" + "x" * 86
 _PLACEHOLDER_KEY = "-----BEGIN PRIVATE KEY-----\nplaceholder\n-----END PRIVATE KEY-----\n"
 _PLACEHOLDER_BACKUP = "placeholder-backup-password"
+_PLACEHOLDER_DQS = "placeholderplaceholderdqs0"
 
 
 def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
@@ -40,7 +41,8 @@ def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
         "dkim": {"selector": cfg.dkim_selector},
         "tls": {"mode": "self-signed"},
         "postscreen": {
-            "dnsbl_sites": [{"zone": s.site, "weight": s.weight} for s in cfg.dnsbl_sites],
+            "dnsbl_sites": [{"zone": s.site, "weight": s.weight, "filter": s.filter,
+                             **({"dqs": True} if s.dqs else {})} for s in cfg.dnsbl_sites],
             "dnsbl_threshold": cfg.dnsbl_threshold,
             "allowlist": [],
         },
@@ -58,16 +60,22 @@ def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
     return spec
 
 
-def host_spec_json(cfg, ipv4, ipv6, resolver, host: dict | None = None) -> pulumi.Output:
-    """The agent's readable spec as canonical JSON. `resolver` ("IP:port") is what the host's
-    unbound forwards to; `host`: the host backend's sections (Inputs allowed)."""
-    return pulumi.Output.all(ipv4, ipv6, resolver, host or {}).apply(lambda a: to_json(public_spec(
-        cfg, a[0], a[1], [a[2].replace(":", "@")], host=a[3])))
+def host_spec_json(cfg, ipv4, ipv6, forwarders, host: dict | None = None) -> pulumi.Output:
+    """The agent's readable spec as canonical JSON. `forwarders`: the "IP:port"s the host's
+    unbound forwards to (one Input, or a list); empty: it recurses itself. `host`: the host
+    backend's sections (Inputs allowed)."""
+    listed = pulumi.Output.from_input(forwarders).apply(
+        lambda f: [f] if isinstance(f, str) else list(f or ()))
+    return pulumi.Output.all(ipv4, ipv6, listed, host or {}).apply(lambda a: to_json(public_spec(
+        cfg, a[0], a[1], [f.replace(":", "@") for f in a[2]], host=a[3])))
 
 
 def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str,
-            backup_password: str | None = None, backup_env: dict | None = None) -> dict:
+            backup_password: str | None = None, backup_env: dict | None = None,
+            dqs_key: str | None = None) -> dict:
     out = {"passwords": dict(password_hashes), "dkim_private_key_pem": dkim_private_key_pem}
+    if dqs_key:
+        out["dqs_key"] = dqs_key
     if backup_password is not None:
         out["backup_password"] = backup_password
     if backup_env:
@@ -76,8 +84,10 @@ def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str,
 
 
 def validate(public: dict) -> None:
+    dqs = any(s.get("dqs") for s in public["postscreen"]["dnsbl_sites"])
     placeholders = secrets({u["address"]: _PLACEHOLDER_HASH for u in public["users"]}, _PLACEHOLDER_KEY,
-                           backup_password=_PLACEHOLDER_BACKUP if public.get("backup") else None)
+                           backup_password=_PLACEHOLDER_BACKUP if public.get("backup") else None,
+                           dqs_key=_PLACEHOLDER_DQS if dqs else None)
     try:
         agent_spec.load(agent_spec.merge(public, placeholders))
     except agent_spec.SpecError as err:

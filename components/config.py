@@ -39,6 +39,8 @@ class User:
 class DnsblSite:
     site: str
     weight: int = 1
+    filter: str = contract.DEFAULT_DNSBL_FILTER   # the answers that are listings
+    dqs: bool = False                             # asked with spamhaus_dqs_key
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class StackConfig:
     host: Any = None              # the host backend's typed settings
     dns_backend: str | None = None
     dns: Any = None               # the DNS backend's typed settings (backends with own_dns)
-    resolver: str | None = None   # "IP:port" the host's unbound forwards to (backends with own_dns)
+    resolver: str | None = None   # "IP:port" the stack asks for PTR and DNSBLs (backends with own_dns)
+    resolver_forwarders: tuple[str, ...] = ()  # "IP:port"s the host's unbound forwards to; (): recursion
     backup_repository: str | None = None   # the user's restic URL; None: the host's own; "none"
     backup_interval_min: int = 60
     backup_keep: Mapping[str, int] = field(default_factory=lambda: dict(backups.KEEP))
@@ -135,8 +138,25 @@ def _dnsbl_sites(c: Checker, key: str, value):
             c.err(f"{key}[{i}]", f"{s!r} needs a zone and a whole-number weight, e.g. "
                                  f"{{site: dnsbl.test, weight: 3}}")
             continue
-        out.append(DnsblSite(site=site, weight=weight))
+        c.no_unknown(s, ("site", "weight", "filter"), f"{key}[{i}]")
+        filt = s.get("filter")
+        if filt is not None and not contract.is_dnsbl_filter(filt):
+            c.err(f"{key}[{i}].filter", f"{filt!r} is not a postscreen reply filter; write d.d.d.d, "
+                                        f"each d a number or [n;n..m], e.g. 127.0.0.[2..11]")
+            continue
+        # Every site counts only its listing codes: the known list's, or the default, which
+        # leaves out 127.0.0.1 and the 127.255.255.x "blocked" answers.
+        out.append(DnsblSite(site=site, weight=weight, filter=contract.dnsbl_filter(site, filt)))
     return tuple(out)
+
+
+def _dqs_key(c: Checker, key: str, value):
+    # Never echo the value: it is a secret.
+    if not (isinstance(value, str) and value.isalnum() and value.islower() and 16 <= len(value) <= 63):
+        c.err(key, "(secret) is not a Spamhaus DQS key (lower-case letters and digits, e.g. 26 of "
+                   "them); pulumi config set --secret spamhaus_dqs_key <your key>")
+        return None
+    return value
 
 
 COMMON_KEYS = (
@@ -155,6 +175,10 @@ COMMON_KEYS = (
     Key("dnsbl_threshold", schema.positive("", "3"), 3),
     Key("verify", schema.boolean(), True),
     Key("allow_listed_ip", schema.boolean(), False),
+    # Spamhaus refuses its free mirrors to many servers; with a DQS key, the Spamhaus sites
+    # (zen.spamhaus.org, ...) are asked through <key>.<list>.dq.spamhaus.net instead.
+    Key("spamhaus_dqs_key", _dqs_key, None, secret=True,
+        hint="pulumi config set --secret spamhaus_dqs_key <your key>"),
     Key("outbound_per_user_per_hour", schema.positive(
         " of messages per hour per authenticated user", "200"), 200),
     *backups.KEYS,
@@ -188,17 +212,26 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
     config_rules.cross_checks(c, v)
     if backend:
         config_rules.backup_checks(c, v, backend, secret_keys)
+    sites = v["dnsbl_sites"] or ()
+    if v["spamhaus_dqs_key"]:
+        sites = tuple(DnsblSite(s.site, s.weight, s.filter, dqs=contract.dqs_zone(s.site, "k") is not None)
+                      for s in sites)
+        if not any(s.dqs for s in sites):
+            c.err("spamhaus_dqs_key", "is set, but no dnsbl_sites entry has a DQS form; add one of "
+                  + ", ".join(z for z, k in contract.KNOWN_DNSBLS.items() if k.dqs)
+                  + " (e.g. {site: zen.spamhaus.org, weight: 3}) or remove the key")
     if c.errors:
         raise ConfigError(c.errors)
     cfg = StackConfig(
         backend=v["backend"], region=v["region"], residency=v["residency"], domain=v["domain"],
         hostname=v["hostname"], users=v["users"], aliases=v["aliases"],
         dkim_selector=v["dkim_selector"], dmarc_policy=v["dmarc_policy"], dmarc_rua=v["dmarc_rua"],
-        dnsbl_sites=v["dnsbl_sites"], dnsbl_threshold=v["dnsbl_threshold"], verify=v["verify"],
+        dnsbl_sites=sites, dnsbl_threshold=v["dnsbl_threshold"], verify=v["verify"],
         allow_listed_ip=v["allow_listed_ip"],
         outbound_per_user_per_hour=v["outbound_per_user_per_hour"],
         is_local=(stack == "local" or v["backend"] == "local"), host=host,
-        dns_backend=dns_name, dns=dns, resolver=v.get("resolver"), secret_keys=frozenset(secret_keys),
+        dns_backend=dns_name, dns=dns, resolver=v.get("resolver"),
+        resolver_forwarders=v.get("resolver_forwarders") or (), secret_keys=frozenset(secret_keys),
         backup_repository=v["backup_repository"], backup_interval_min=v["backup_interval_min"],
         backup_keep=v["backup_keep"], backup_region=v["backup_region"])
     errors = config_rules.agent_refuses(cfg)

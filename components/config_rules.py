@@ -13,11 +13,24 @@ from components.schema import Key
 # Backends that bring their own DNS: where the records go, and what the host resolves with.
 OWN_DNS_KEYS = (
     Key("dns_backend", schema.choice(backends.DNS, "a DNS backend"), "rfc2136"),
-    Key("resolver", schema.ip_port("set the DNS resolver the server uses (its unbound forwards "
-                                   "to it; the stack asks it for the PTR and DNSBLs), e.g. "
-                                   "resolver: 192.0.2.53:53"),
-        hint="set the DNS resolver the server uses, e.g. resolver: 192.0.2.53:53"),
+    Key("resolver", schema.ip_port("set the DNS resolver this machine asks for the server's PTR "
+                                   "and its DNSBL reputation at deploy, e.g. resolver: 192.0.2.53:53"),
+        hint="set the DNS resolver this machine asks for the server's PTR and DNSBLs, e.g. "
+             "resolver: 192.0.2.53:53"),
+    # The server's own unbound recurses itself unless told to forward: DNSBL operators refuse
+    # (or answer "blocked" to) queries that come through shared public resolvers.
+    Key("resolver_forwarders", lambda c, k, v: _forwarders(c, k, v), None),
 )
+
+
+def _forwarders(c: Checker, key: str, value):
+    listed = [value] if isinstance(value, str) else value
+    if not isinstance(listed, list) or not listed or not all(
+            isinstance(f, str) and contract.split_ip_port(f) for f in listed):
+        c.err(key, f"{value!r} is not a list of IP:port; e.g. resolver_forwarders: [192.0.2.53:53], "
+                   f"or leave it out so the server's unbound recurses itself (what DNSBLs answer)")
+        return ()
+    return tuple(listed)
 
 
 def norwegian_regions() -> dict[str, str]:

@@ -56,7 +56,11 @@ class MailServer(pulumi.ComponentResource):
 
         # A dirty IP stops the deploy before any record is written or the agent runs.
         reputation = ReputationCheck(f"{name}-reputation", host.ipv4, [s.site for s in cfg.dnsbl_sites],
-                                     host.resolver, cfg.allow_listed_ip, opts=renamed)
+                                     host.resolver, cfg.allow_listed_ip, opts=renamed,
+                                     filters={s.site: s.filter for s in cfg.dnsbl_sites},
+                                     dqs_key=secrets.get("spamhaus_dqs_key") if secrets else None)
+        # A list that answers "blocked" protects nothing: say so at deploy (not a listing).
+        reputation.refused.apply(lambda r: [pulumi.log.warn(line, reputation) for line in r or []])
         dns = backends.dns(host.dns.backend).component(f"{name}-dns-records", DnsArgs(
             host.dns.settings, cfg.domain, mail_records(cfg, host.ipv4, host.ipv6, dkim.public_key),
             after=[reputation]), opts=child)
@@ -96,6 +100,8 @@ class MailServer(pulumi.ComponentResource):
         backup = host.backup
         password = (secrets.get("backup_password") or (backups.LOCAL_PASSWORD if cfg.is_local else None)
                     if backup is not None else None)
-        return pulumi.Output.all(dkim.private_key, password, backup.env if backup else None,
+        dqs_key = secrets.get("spamhaus_dqs_key")
+        return pulumi.Output.all(dkim.private_key, password, backup.env if backup else None, dqs_key,
                                  *[p.hash for p in passwords.values()]).apply(
-            lambda a: agent_spec.to_json(agent_spec.secrets(dict(zip(passwords, a[3:])), a[0], a[1], a[2])))
+            lambda a: agent_spec.to_json(agent_spec.secrets(dict(zip(passwords, a[4:])), a[0], a[1], a[2],
+                                                            dqs_key=a[3])))

@@ -33,7 +33,7 @@ from agent.contract import dnsbl_query_name
 
 from . import dns_config, process, rfc2136
 # Re-exported: callers build specs through this module (components/local_cloud.py does).
-from .dns_config import (TTL, DnsServerError, Grant, KeySpec, ZoneSpec,  # noqa: F401
+from .dns_config import (DNSBL_BLOCKED_CODE, TTL, DnsServerError, Grant, KeySpec, ZoneSpec,  # noqa: F401
                          local_zones, reverse_zone_v4, reverse_zone_v6)
 
 START_TIMEOUT = 15.0  # also bounds a reconfigure

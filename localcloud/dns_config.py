@@ -69,6 +69,20 @@ def reverse_zone_v6(network: str) -> str:
     return ".".join(reversed(nibbles)) + ".ip6.arpa"
 
 
+# The test DNSBL plays Spamhaus: this address of the stack's /24 gets the "query via a public
+# resolver" error code, which must never count as a listing (postscreen, preflight, checks).
+DNSBL_BLOCKED_INDEX = 250
+DNSBL_BLOCKED_CODE = "127.255.255.254"
+
+
+def dnsbl_test_records(ipv4_network: str) -> tuple[tuple[str, str, str], ...]:
+    """RFC 5782's test point 127.0.0.2 (listed) and one address answered "blocked"."""
+    blocked = str(ipaddress.IPv4Network(ipv4_network)[DNSBL_BLOCKED_INDEX])
+    blocked_name = ".".join(reversed(blocked.split(".")))
+    return (("2.0.0.127", "A", "127.0.0.2"), ("2.0.0.127", "TXT", '"RFC 5782 test point"'),
+            (blocked_name, "A", DNSBL_BLOCKED_CODE))
+
+
 def local_zones(domain: str, ipv4_network: str, ipv6_network: str, sink_ip: str,
                 dnsbl: str = "dnsbl.test", elsewhere: str = "elsewhere.test") -> list[ZoneSpec]:
     """The zones the local stack needs; the stack's own records come later, by UPDATE."""
@@ -76,7 +90,7 @@ def local_zones(domain: str, ipv4_network: str, ipv6_network: str, sink_ip: str,
         ZoneSpec(domain),
         ZoneSpec(reverse_zone_v4(ipv4_network)),
         ZoneSpec(reverse_zone_v6(ipv6_network)),
-        ZoneSpec(dnsbl),
+        ZoneSpec(dnsbl, dnsbl_test_records(ipv4_network)),
         ZoneSpec(elsewhere, (("@", "MX", f"10 mx.{elsewhere}."), ("mx", "A", sink_ip))),
     ]
 

@@ -95,7 +95,7 @@ class AzureHost(Host):
                                    disk_size_gb=az.data_disk_gb, sku=compute.DiskSkuArgs(name="StandardSSD_LRS"),
                                    opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
         self.backup = self._backups(name, args, group, region) if cfg.backup_repository != "none" else None
-        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, {
+        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver_forwarders, {
             "features": {"public_ip_nat": True}, "volume": {"kind": "block", "device": DATA_DISK_DEVICE},
             **backup_section(cfg, self.backup)})
         self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))

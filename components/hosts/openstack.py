@@ -97,7 +97,7 @@ class OpenStackHost(Host):
             region=region, opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
         device = self.volume.id.apply(lambda vid: f"/dev/disk/by-id/virtio-{vid[:20]}")  # Nova's serial
         self.backup = configured_backups(cfg, args.secrets)
-        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver, {
+        self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver_forwarders, {
             "volume": {"kind": "block", "device": device}, **backup_section(cfg, self.backup)})
         self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         server = openstack.compute.Instance(

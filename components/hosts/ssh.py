@@ -38,7 +38,7 @@ class SshHost(Host):
         self.dns = own_dns(cfg, args.secrets)
         # the server's own disk holds the mail: the stack never replaces this server
         self.backup = configured_backups(cfg, args.secrets)
-        self.spec_json = agent_spec.host_spec_json(cfg, ssh.host, ssh.ipv6, cfg.resolver, {
+        self.spec_json = agent_spec.host_spec_json(cfg, ssh.host, ssh.ipv6, cfg.resolver_forwarders, {
             "volume": {"kind": "directory"}, **backup_section(cfg, self.backup)})
         self.ssh_private_key, self.ssh_user = args.secrets["ssh_private_key"], ssh.user
         self.host_id, self.boot_run_id = f"ssh:{ssh.user}@{ssh.host}", ""

@@ -154,6 +154,47 @@ def test_client_listed_in_test_dnsbl_is_rejected(host):
     assert rc == 0, out
 
 
+def test_client_whose_dnsbl_answer_is_a_blocked_code_is_not_rejected(host):
+    # Without the reply filter postscreen counts any answer: 127.255.255.254 ("query via a
+    # public resolver") would be a listing of weight 2, the threshold.
+    source = str(host.bridge.address(deploy.BLOCKED_INDEX).ip)
+    with smtp(host, source=source) as s:
+        s.ehlo()
+        s.mail(OUTSIDER)
+        code, text = s.rcpt(first_user(host))
+    assert code == 250, text
+    rc, out, _ = host.run(f"grep 'DNSBL rank .* for \\[{source}\\]' /var/log/mail.log")
+    assert rc == 1, out
+
+
+def _host_answers_blocked(host, code: str | None) -> None:
+    """The test DNSBL's answer for the host's own IP (None: not listed), unbound's cache flushed."""
+    from agent.contract import dnsbl_query_name
+    from localcloud import dns, rfc2136
+    gw, tsig = str(host.bridge.ipv4.ip), dns.read_tsig(host.names.runtime_dir / "agent-dns")
+    name = dnsbl_query_name(host.ip, "dnsbl.test")
+    if code:
+        rfc2136.upsert(gw, 53, tsig, "dnsbl.test", name, "A", [code], 60)
+    else:
+        rfc2136.delete(gw, 53, tsig, "dnsbl.test", name, "A")
+    rc, out, err = host.run("unbound-control flush_zone dnsbl.test && unbound-control flush_negative")
+    assert rc == 0, out + err
+
+
+def test_status_and_report_say_the_dnsbl_refuses_our_resolver_on_a_blocked_answer(host):
+    try:
+        _host_answers_blocked(host, "127.255.255.254")
+        _, out, err = host.run(f"{deploy.AGENT} status --json")
+        (check,) = [c for c in json.loads(out)["checks"] if c["name"] == "dnsbl:dnsbl.test"]
+        assert check["level"] == "warn", check
+        assert check["reason"].startswith("DNSBL refuses our resolver: dnsbl.test") and "127.255.255.254" in check["reason"]
+        rc, out, err = host.run(f"{deploy.AGENT} report --since 1h --json")
+        assert rc == 0, err
+        assert [a["kind"] for a in json.loads(out)["anomalies"]].count("DNSBL refuses our resolver") == 1
+    finally:
+        _host_answers_blocked(host, None)
+
+
 # --- submission ------------------------------------------------------------------------
 def test_submission_offers_no_auth_before_starttls(host):
     with smtp(host, 587) as s:

@@ -110,3 +110,16 @@ def test_dqs_key_is_only_in_the_unbound_zone_file_which_is_not_world_readable(tm
 ])
 def test_an_error_answer_is_a_refusal_never_a_listing(answers, verdict):
     assert contract.classify_dnsbl(answers, contract.dnsbl_filter("zen.spamhaus.org"))[0] == verdict
+
+
+def test_local_test_dnsbl_answers_blocked_for_one_address_and_lists_the_rfc5782_test_point(tmp_path):
+    import subprocess
+    from localcloud import dns_config
+    zone = next(z for z in dns_config.local_zones("example.test", "10.77.5.0/24", "fd00:5::/64",
+                                                  "10.77.5.1") if z.origin == "dnsbl.test")
+    assert ("250.5.77.10", "A", "127.255.255.254") in zone.records
+    assert ("2.0.0.127", "A", "127.0.0.2") in zone.records
+    path = tmp_path / "dnsbl.test.zone"
+    path.write_text(dns_config.zone_file(zone, "ns.example.test", "10.77.5.1"))
+    check = subprocess.run(["named-checkzone", "dnsbl.test", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
