@@ -115,3 +115,25 @@ def test_dovecot_imaps_only(host):
 def test_firewall_drops_by_default(host):
     rules = host.check_output("nft list chain inet filter input")
     assert "policy drop" in rules
+
+
+# --- the resolver DNSBLs answer, and their reply filters (docs/dnsbl.md) --------------------
+def test_every_postscreen_dnsbl_site_has_a_reply_filter(host):
+    sites = host.check_output("postconf -h postscreen_dnsbl_sites").replace(",", " ").split()
+    if not sites:
+        pytest.skip("no DNSBL sites configured")
+    assert all("=" in s for s in sites), sites  # an error answer ("blocked") must not count
+
+
+def test_unbound_recurses_unless_the_spec_names_forwarders(host):
+    spec = json.loads(host.file("/etc/bulletproof-mail/spec.json").content_string)
+    conf = host.file("/etc/unbound/unbound.conf.d/bulletproof.conf").content_string
+    if spec["resolver"].get("forwarders"):
+        assert 'forward-zone:\n    name: "."' in conf
+    else:
+        assert "forward-zone" not in conf and host.file("/usr/share/dns/root.hints").exists
+
+
+def test_dqs_zone_file_is_not_world_readable(host):
+    f = host.file("/etc/unbound/bulletproof-dqs.zone")  # the only file that may hold a DQS key
+    assert f.exists and (f.mode, f.user, f.group) == (0o640, "root", "unbound")

@@ -34,6 +34,8 @@ OUTSIDER = "someone@elsewhere.test"   # an address of "the rest of the internet"
 LISTED_INDEX = 200      # a client address listed in the test DNSBL
 PREGREET_INDEX = 201    # a fresh client address for the pregreet test (postscreen caches passes)
 BLOCKED_INDEX = 202     # the test DNSBL answers it "blocked" (127.255.255.254), not a listing
+DQS_INDEX = 203         # listed only in the test DNSBL's keyed (DQS) zone, under DQS_KEY
+DQS_KEY = "itestdqskeyitestdqskeyitst"
 
 
 def tools_missing() -> list[str]:
@@ -165,7 +167,9 @@ def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -
                                     (dnsbl_query_name(listed, "dnsbl.test"), "TXT",
                                      '"listed by the itest"'),
                                     (dnsbl_query_name(str(bridge.address(BLOCKED_INDEX).ip), "dnsbl.test"),
-                                     "A", dns.DNSBL_BLOCKED_CODE))),
+                                     "A", dns.DNSBL_BLOCKED_CODE),
+                                    (dnsbl_query_name(str(bridge.address(DQS_INDEX).ip),
+                                                      f"{DQS_KEY}.dq.dnsbl.test"), "A", "127.0.0.2"))),
     ]
     dns_dir = names.runtime_dir / "agent-dns"
     dns.start(dns_dir, gw, 53, zones, tsig_name=f"{names.stack_id}-key")
@@ -175,7 +179,7 @@ def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -
     if volume:
         d.volume = volume_dir(d)
         spec["volume"] = {"kind": "mounted"}
-    for index in (LISTED_INDEX, PREGREET_INDEX, BLOCKED_INDEX):
+    for index in (LISTED_INDEX, PREGREET_INDEX, BLOCKED_INDEX, DQS_INDEX):
         addr = str(bridge.address(index))
         subprocess.run(["ip", "addr", "add", addr, "dev", bridge.name], capture_output=True)
         d.extra_addrs.append(addr)

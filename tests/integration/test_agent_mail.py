@@ -195,6 +195,42 @@ def test_status_and_report_say_the_dnsbl_refuses_our_resolver_on_a_blocked_answe
         _host_answers_blocked(host, None)
 
 
+def test_dqs_site_is_asked_with_a_key_that_only_unbound_and_root_can_read(host):
+    import copy
+    spec = copy.deepcopy(host.spec)
+    spec["postscreen"]["dnsbl_sites"] = [{"zone": "dnsbl.test", "weight": 2, "dqs": True}]
+    spec["postscreen"]["dqs_key"] = deploy.DQS_KEY
+    source = str(host.bridge.address(deploy.DQS_INDEX).ip)   # listed in the keyed zone only
+    try:
+        rc, report, _, err = host.apply(spec, run_id="itest-dqs")
+        assert rc == 0, json.dumps(report, indent=1)[-3000:] + err[-2000:]
+        try:
+            with smtp(host, source=source) as s:
+                s.ehlo()
+                s.mail(OUTSIDER)
+                code, text = s.rcpt(first_user(host))
+        except smtplib.SMTPServerDisconnected:
+            code, text = 521, b"dropped"
+        assert code >= 500, text
+        assert deploy.DQS_KEY.encode() not in text
+        rc, out, _ = host.run(f"grep 'DNSBL rank 2 for \\[{source}\\]' /var/log/mail.log")
+        assert rc == 0, out
+        # Every file that holds the key: not world-readable; none of Postfix's.
+        rc, out, _ = host.run(f"grep -rl {deploy.DQS_KEY} /etc /var/lib/bulletproof-mail /var/log "
+                              "| xargs -r stat -c '%a %U:%G %n'")
+        held = {path: mode for mode, _, path in (line.split(" ", 2) for line in out.splitlines())}
+        assert "/etc/unbound/bulletproof-dqs.zone" in held, out
+        assert all(int(mode[-1]) & 4 == 0 for mode in held.values()), out
+        assert not [p for p in held if p.startswith("/etc/postfix")], out
+        # No command line holds it (a master.cf -o would); [x] keeps grep's own out of the match.
+        key = deploy.DQS_KEY
+        _, out, _ = host.run(f"grep -l '{key[:4]}[{key[4]}]{key[5:]}' /proc/[0-9]*/cmdline 2>/dev/null")
+        assert out.strip() == "", out
+    finally:
+        rc, report, _, err = host.apply(host.spec, run_id="itest-dqs-undo")
+        assert rc == 0, json.dumps(report, indent=1)[-3000:] + err[-2000:]
+
+
 # --- submission ------------------------------------------------------------------------
 def test_submission_offers_no_auth_before_starttls(host):
     with smtp(host, 587) as s:
