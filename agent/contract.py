@@ -114,6 +114,11 @@ DNSBL_ERROR_CODES = {
 DQS_ALIAS_ZONE = "dqs.internal"
 
 
+def is_dqs_key(value) -> bool:
+    """A Spamhaus DQS key: lower-case letters and digits (26 of them today)."""
+    return isinstance(value, str) and re.fullmatch(r"[a-z0-9]{16,63}", value) is not None
+
+
 def dnsbl_filter(zone: str, configured: str | None = None) -> str:
     """The reply filter of a site: the configured one, the known list's, or the default."""
     known = KNOWN_DNSBLS.get(zone)

@@ -155,7 +155,7 @@ class SpecChecker(C.Checker):
         self.no_unknown(d, {"dnsbl_sites", "dnsbl_threshold", "allowlist", "greet_wait_s",
                             "dqs_key"}, "postscreen")
         key = self.get(d, "dqs_key", "postscreen.dqs_key", str, None)
-        if isinstance(key, str) and not re.fullmatch(r"[a-z0-9]{16,63}", key):
+        if isinstance(key, str) and not C.is_dqs_key(key):
             self.err("postscreen.dqs_key", "not a Spamhaus DQS key (lower-case letters and digits)")
         sites = []
         for i, s in enumerate(self.get(d, "dnsbl_sites", "postscreen.dnsbl_sites", list, [])):

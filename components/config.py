@@ -152,7 +152,7 @@ def _dnsbl_sites(c: Checker, key: str, value):
 
 def _dqs_key(c: Checker, key: str, value):
     # Never echo the value: it is a secret.
-    if not (isinstance(value, str) and value.isalnum() and value.islower() and 16 <= len(value) <= 63):
+    if not contract.is_dqs_key(value):
         c.err(key, "(secret) is not a Spamhaus DQS key (lower-case letters and digits, e.g. 26 of "
                    "them); pulumi config set --secret spamhaus_dqs_key <your key>")
         return None

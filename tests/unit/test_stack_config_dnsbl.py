@@ -83,3 +83,12 @@ def test_dqs_key_marks_the_spamhaus_sites_and_stays_out_of_the_readable_spec():
     assert [s.get("dqs", False) for s in spec["postscreen"]["dnsbl_sites"]] == [True, False]
     assert DQS_KEY not in json.dumps(spec) and DQS_KEY not in repr(cfg.dnsbl_sites)
     assert agent_spec.secrets({}, "pem", dqs_key=DQS_KEY)["dqs_key"] == DQS_KEY
+
+
+def test_malformed_dqs_key_is_refused_without_echoing_it():
+    bad = "Not-A-Key-" + "x" * 20
+    with pytest.raises(config.ConfigError) as err:
+        config.load({**local_stack.raw(), "dnsbl_sites": [{"site": "zen.spamhaus.org"}],
+                     "spamhaus_dqs_key": bad}, "local", secret_keys={"spamhaus_dqs_key"})
+    (line,) = err.value.errors
+    assert line.startswith("spamhaus_dqs_key: (secret) is not a Spamhaus DQS key") and bad not in line
