@@ -89,8 +89,14 @@ def _dnsbl_checks(spec_path: str) -> list:
         facts = checks.facts_from_spec(checks.load_public_spec(spec_path))
     except (OSError, ValueError, KeyError):
         return []
-    lookup = checks_dns.Lookup("127.0.0.1")
-    return [checks_dns.dnsbl(lookup, facts["ipv4"], s) for s in facts["dnsbl_sites"]]
+    import dns.exception
+    lookup, out = checks_dns.Lookup("127.0.0.1"), []
+    for site in facts["dnsbl_sites"]:
+        try:
+            out.append(checks_dns.dnsbl(lookup, facts["ipv4"], site))
+        except dns.exception.DNSException:  # unbound down: `status` says so; the log still counts
+            continue
+    return out
 
 
 def _read_spec(args) -> tuple:
