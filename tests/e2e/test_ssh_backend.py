@@ -101,6 +101,8 @@ def _ssh_config(srv: Server, **changes) -> dict:
         "dnsbl_sites": [{"site": "dnsbl.test", "weight": 3}], "dnsbl_threshold": 3, "verify": True,
         "ssh_host": srv.ip, "ssh_user": "debian", "dns_server": f"{srv.gateway}:53", "dns_tsig_name": srv.tsig.name,
         "dns_tsig_algorithm": srv.tsig.algorithm, "resolver": f"{srv.gateway}:53",
+        # No route out here: the server forwards to the test BIND (a real one recurses itself).
+        "resolver_forwarders": [f"{srv.gateway}:53"],
         "backup_repository": "none",  # an ssh server brings its own repository; backups: test_durability
         **changes}.items()}
     return cfg
