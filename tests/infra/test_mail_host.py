@@ -4,7 +4,7 @@ import json
 import pytest
 
 PACKAGES = ["postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
-            "dovecot-lmtpd", "opendkim", "unbound", "nftables", "policyd-rate-limit"]
+            "dovecot-lmtpd", "opendkim", "unbound", "dns-root-data", "nftables", "policyd-rate-limit"]
 SERVICES = {"postfix": "postfix@-", "dovecot": "dovecot", "opendkim": "opendkim",
             "unbound": "unbound", "policyd-rate-limit": "policyd-rate-limit"}
 
