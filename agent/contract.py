@@ -123,13 +123,13 @@ def is_address(value) -> bool:
 # RFC 2142: mail to these must reach a person. They are aliases (of the first user unless the
 # config says whom), never mailboxes of their own.
 ROLE_LOCAL_PARTS = ("postmaster", "abuse")
-# The longest DNSBL query prefix: an IPv6 address as 32 nibbles, each with its dot.
-_DNSBL_PREFIX = 64
+# A DNSBL zone leaves room in a query name for an IPv6 address as 32 nibbles, each with its dot.
+DNSBL_ZONE_MAX = 253 - 64
 
 
 def is_dnsbl_zone(value) -> bool:
     """A DNSBL zone whose query names (the reversed IPv6 address in front) still fit in DNS."""
-    return is_domain(value) and len(value) <= 253 - _DNSBL_PREFIX
+    return is_domain(value) and len(value) <= DNSBL_ZONE_MAX
 
 
 def role_aliases(domain: str, first_user: str) -> dict[str, tuple[str, ...]]:

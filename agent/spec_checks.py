@@ -179,7 +179,7 @@ class SpecChecker(C.Checker):
             if isinstance(zone, str) and not C.is_dnsbl_zone(zone):
                 self.err(f"{p}.zone", f"not a DNS zone: {zone!r}" if not C.is_domain(zone) else
                          f"{zone!r} is too long for its query names (at most "
-                         f"{253 - C._DNSBL_PREFIX} characters)")
+                         f"{C.DNSBL_ZONE_MAX} characters)")
             weight = self.get(s, "weight", f"{p}.weight", int, 1)
             if isinstance(weight, int) and weight == 0:
                 self.err(f"{p}.weight", "must not be 0")

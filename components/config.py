@@ -145,7 +145,7 @@ def _dnsbl_sites(c: Checker, key: str, value):
         if not (isinstance(s, dict) and contract.is_dnsbl_zone(site) and isinstance(weight, int)
                 and not isinstance(weight, bool)):
             c.err(f"{key}[{i}]", f"{s!r} needs a zone (a domain name of at most "
-                                 f"{253 - contract._DNSBL_PREFIX} characters) and a whole-number "
+                                 f"{contract.DNSBL_ZONE_MAX} characters) and a whole-number "
                                  f"weight, e.g. {{site: dnsbl.test, weight: 3}}")
             continue
         if weight == 0:

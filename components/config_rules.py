@@ -139,8 +139,9 @@ def _name_lengths(c: Checker, v: dict) -> None:
     domain = v["domain"]
     if not isinstance(domain, str):
         return
+    selector = v.get("dkim_selector")
     for key, relative in (("hostname", v.get("hostname")),
-                          ("dkim_selector", f"{v.get('dkim_selector')}._domainkey"),
+                          ("dkim_selector", f"{selector}._domainkey" if isinstance(selector, str) else None),
                           ("domain", "_dmarc")):
         if isinstance(relative, str) and len(relative) + 1 + len(domain) > 253:
             c.err(key, f"{relative}.{domain[:20]}... would be {len(relative) + 1 + len(domain)} "
