@@ -30,6 +30,7 @@ PULUMI_STACK := $(PULUMI) --stack $(STACK)
 
 tools:
 	@tools/build-pulumi.sh >/dev/null
+	@tools/build-actionlint.sh >/dev/null
 
 host-packages:
 	@tools/host-packages.sh

@@ -127,6 +127,58 @@ def is_address(value) -> bool:
     return is_local_part(local) and is_domain(domain)
 
 
+# RFC 2142: mail to these must reach a person. They are aliases (of the first user unless the
+# config says whom), never mailboxes of their own.
+ROLE_LOCAL_PARTS = ("postmaster", "abuse")
+# A DNSBL zone leaves room in a query name for an IPv6 address as 32 nibbles, each with its dot.
+DNSBL_ZONE_MAX = 253 - 64
+
+
+def is_dnsbl_zone(value) -> bool:
+    """A DNSBL zone whose query names (the reversed IPv6 address in front) still fit in DNS."""
+    return is_domain(value) and len(value) <= DNSBL_ZONE_MAX
+
+
+def role_aliases(domain: str, first_user: str) -> dict[str, tuple[str, ...]]:
+    return {f"{role}@{domain}": (first_user,) for role in ROLE_LOCAL_PARTS}
+
+
+def alias_target_problem(target, domain: str, mailboxes, aliases) -> str | None:
+    """Why an alias may not forward to ``target``, or None. A target is a mailbox of ours
+    (``+extension`` allowed), another alias of ours, or an address in another domain; never
+    a command, a file or an include (aliases(5) reads '|', '/' and ':include:' so), and never
+    a name in our own domain that nothing receives."""
+    if not is_address(target):
+        return ("is not an email address (an alias forwards mail to addresses only: no "
+                "|command, /file or :include:)")
+    local, _, dom = target.partition("@")
+    base = f"{local.split('+', 1)[0]}@{dom}"
+    if dom == domain and not ({target, base} & (set(mailboxes) | set(aliases))):
+        return f"is neither a mailbox nor an alias of {domain}"
+    return None
+
+
+def alias_loops(aliases) -> list[tuple[str, ...]]:
+    """Every loop of aliases forwarding to each other (a -> b -> a, or a -> a), once each, as
+    the path from its first alias back to it: mail sent into one is never delivered."""
+    loops, seen = [], set()
+    for start in sorted(a for a in aliases if isinstance(a, str)):
+        todo, visited = [(start, (start,))], set()
+        while todo:
+            node, path = todo.pop()
+            for target in aliases.get(node, ()):
+                if target == start:
+                    if frozenset(path) not in seen:
+                        seen.add(frozenset(path))
+                        loops.append((*path, start))
+                    todo = []
+                    break
+                if target in aliases and target not in visited:
+                    visited.add(target)
+                    todo.append((target, (*path, target)))
+    return loops
+
+
 def is_ip(value, version: int | None = None) -> bool:
     try:
         ip = ipaddress.ip_address(value)

@@ -17,7 +17,10 @@ Two files on the host, merged at load (``merge(public, secrets)``):
       "ipv6": null,                              # absent -> Postfix speaks IPv4 only
       "users": [{"address": "alice@example.test", "quota_mb": 1024}],
       "aliases": {"postmaster@example.test": ["alice@example.test"]},  # postmaster@/abuse@
-                                                 # default to the first user (RFC 2142)
+                                                 # default to the first user (RFC 2142), and
+                                                 # are never users; a target is a user (+ext
+                                                 # too), an alias of ours or an address
+                                                 # elsewhere, never in a loop
       "dkim": {"selector": "s1"},
       "tls": {"mode": "self-signed"},            # or "provided" + cert_pem (+ key_pem secret)
       "postscreen": {"dnsbl_sites": [{"zone": "dnsbl.test", "weight": 2,   # + "dqs": true,

@@ -85,6 +85,9 @@ class SpecChecker(C.Checker):
             if self.address(addr, f"{p}.address", domain):
                 if addr in seen:
                     self.err(f"{p}.address", f"duplicate user {addr}")
+                elif addr.split("@")[0] in C.ROLE_LOCAL_PARTS:
+                    self.err(f"{p}.address", f"{addr} is a role address (RFC 2142), an alias of "
+                                             "a person's mailbox, not a mailbox of its own")
                 seen.add(addr)
             h = self.get(u, "password_hash", f"{p}.password_hash", str)
             if isinstance(h, str):
@@ -102,24 +105,38 @@ class SpecChecker(C.Checker):
         if not isinstance(raw, dict):
             self.err("aliases", "expected an object {address: [targets]}")
             return ()
+        mailboxes = {u.address for u in users if isinstance(u.address, str)}
         out: dict[str, tuple] = {}
         for addr, targets in raw.items():
             p = f"aliases[{addr!r}]"
-            ok = self.address(addr, p, domain)
+            if not self.address(addr, p, domain):
+                continue
             if isinstance(targets, str):
                 targets = [targets]
             if not isinstance(targets, list) or not targets:
                 self.err(p, "expected a non-empty list of target addresses")
                 continue
-            for j, t in enumerate(targets):
-                self.address(t, f"{p}[{j}]", domain, own=False)
-            if ok and addr in {u.address for u in users}:
+            if not all([self.address(t, f"{p}[{j}]", domain, own=False)
+                        for j, t in enumerate(targets)]):
+                continue
+            if addr in mailboxes:
                 self.err(p, "is also a user; an address is either a mailbox or an alias")
             out[addr] = tuple(targets)
-        # RFC 2142: postmaster@ and abuse@ must reach a human; default to the first user.
         if domain and users and isinstance(users[0].address, str):
-            for role in ("postmaster", "abuse"):
-                out.setdefault(f"{role}@{domain}", (users[0].address,))
+            for role, first in C.role_aliases(domain, users[0].address).items():
+                out.setdefault(role, first)
+        # Who receives what is judged only on valid users (a bad one is reported already).
+        if domain and all(C.is_address(u.address) and u.address.endswith(f"@{domain}")
+                          for u in users):
+            known = set(out) | {a for a in raw if isinstance(a, str)}
+            for addr, targets in out.items():
+                for j, t in enumerate(targets):
+                    problem = C.alias_target_problem(t, domain, mailboxes, known)
+                    if problem:
+                        self.err(f"aliases[{addr!r}][{j}]", f"{t!r} {problem}")
+        for loop in C.alias_loops(out):
+            self.err(f"aliases[{loop[0]!r}]", "forwards in a loop (" + " -> ".join(loop)
+                     + "), so its mail reaches no one; point one of them at a mailbox")
         return tuple(sorted(out.items()))
 
     def dkim(self) -> S.Dkim:
@@ -162,8 +179,10 @@ class SpecChecker(C.Checker):
             p = f"postscreen.dnsbl_sites[{i}]"
             self.no_unknown(s, {"zone", "weight", "filter", "dqs"}, p)
             zone = self.get(s, "zone", f"{p}.zone", str)
-            if isinstance(zone, str) and not C.is_domain(zone):
-                self.err(f"{p}.zone", f"not a DNS zone: {zone!r}")
+            if isinstance(zone, str) and not C.is_dnsbl_zone(zone):
+                self.err(f"{p}.zone", f"not a DNS zone: {zone!r}" if not C.is_domain(zone) else
+                         f"{zone!r} is too long for its query names (at most "
+                         f"{C.DNSBL_ZONE_MAX} characters)")
             weight = self.get(s, "weight", f"{p}.weight", int, 1)
             if isinstance(weight, int) and weight == 0:
                 self.err(f"{p}.weight", "must not be 0")

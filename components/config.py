@@ -111,17 +111,29 @@ def _users(c: Checker, key: str, value):
 
 
 def _aliases(c: Checker, key: str, value):
+    """{alias: [targets]}, each an address (who may receive what is judged with the users, in
+    config_rules.cross_checks)."""
     if not isinstance(value, dict):
         c.err(key, f"{value!r} must map an address to a mailbox, e.g. {{info@example.no: alice@example.no}}")
         return {}
     out = {}
     for alias, targets in value.items():
+        path = f"{key}[{alias!r}]"
+        if not contract.is_address(alias):
+            c.err(path, f"{alias!r} is not an email address; an alias is name@<domain>, "
+                        f"e.g. info@example.no: alice@example.no")
+            continue
         listed = [targets] if isinstance(targets, str) else targets
         if not (isinstance(listed, list) and listed and all(isinstance(t, str) for t in listed)):
-            c.err(f"{key}[{alias!r}]", f"{targets!r} is not an address or a list of addresses; "
-                                       f"e.g. {alias}: alice@example.no")
+            c.err(path, f"{targets!r} is not an address or a list of addresses; "
+                        f"e.g. {alias}: alice@example.no")
             continue
-        out[alias] = listed
+        bad = [(j, t) for j, t in enumerate(listed) if not contract.is_address(t)]
+        for j, t in bad:
+            c.err(f"{path}[{j}]", f"{t!r} is not an email address; an alias forwards mail to "
+                                  f"addresses only (no |command, /file or :include:), e.g. alice@example.no")
+        if not bad:
+            out[alias] = listed
     return out
 
 
@@ -133,10 +145,15 @@ def _dnsbl_sites(c: Checker, key: str, value):
     for i, s in enumerate(value):
         s = {"site": s} if isinstance(s, str) else s
         site, weight = (s or {}).get("site"), (s or {}).get("weight", 1)
-        if not (isinstance(s, dict) and contract.is_domain(site) and isinstance(weight, int)
+        if not (isinstance(s, dict) and contract.is_dnsbl_zone(site) and isinstance(weight, int)
                 and not isinstance(weight, bool)):
-            c.err(f"{key}[{i}]", f"{s!r} needs a zone and a whole-number weight, e.g. "
-                                 f"{{site: dnsbl.test, weight: 3}}")
+            c.err(f"{key}[{i}]", f"{s!r} needs a zone (a domain name of at most "
+                                 f"{contract.DNSBL_ZONE_MAX} characters) and a whole-number "
+                                 f"weight, e.g. {{site: dnsbl.test, weight: 3}}")
+            continue
+        if weight == 0:
+            c.err(f"{key}[{i}].weight", "0 would count a listing for nothing; use a positive weight "
+                                        "for a blocklist (e.g. 3) or a negative one for an allowlist")
             continue
         c.no_unknown(s, ("site", "weight", "filter"), f"{key}[{i}]")
         filt = s.get("filter")

@@ -70,8 +70,15 @@ def choice(choices: Collection[str], noun: str, fix: str | None = None) -> Reade
 
 
 def domain(example: str = "'example.no' (or 'example.test' on the local stack)") -> Reader:
-    return _rule(contract.is_domain, f"is not a domain name; use lower-case labels joined by dots, "
-                                     f"e.g. {example}")
+    def read(c: Checker, key: str, value):
+        if isinstance(value, str) and len(value) > 253:
+            c.err(key, f"{value[:40]!r}... is {len(value)} characters long; a domain name has at "
+                       f"most 253: use a shorter one, e.g. {example}")
+            return None
+        return _rule(contract.is_domain, "is not a domain name; use lower-case labels (a-z, 0-9, "
+                                         "'-', at most 63 characters each) joined by dots, "
+                                         f"e.g. {example}")(c, key, value)
+    return read
 
 
 def label(noun: str, example: str) -> Reader:

@@ -51,3 +51,16 @@ def test_non_local_stack_without_passphrase_is_refused_by_name():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "stack 'prod-oslo' needs a secrets passphrase: set PULUMI_CONFIG_PASSPHRASE" in proc.stderr
+
+
+# The findings of the security issue (#12) that reached the host before: each stops the real
+# `pulumi preview` with its line, before any resource (no bridge, DNS server, proxy or sink).
+@pytest.mark.parametrize("changes, line", [
+    ({"aliases": {"postmaster@bulletproof.test": "|/tmp/x@bulletproof.test"}},
+     "aliases['postmaster@bulletproof.test'][0]: '|/tmp/x@bulletproof.test' is not an email address"),
+    ({"users": [{"address": "a..b@bulletproof.test"}]}, "users[0].address: 'a..b@bulletproof.test': 'a..b' is not a mailbox name"),
+    ({"dnsbl_sites": [{"site": "dnsbl.test", "weight": 0}]}, "dnsbl_sites[0].weight: 0 would count a listing for nothing"),
+    ({"dmarc_rua": "x@example.no; p=reject"}, "dmarc_rua: 'x@example.no; p=reject' is not an email address"),
+], ids=["alias-pipe", "double-dot", "dnsbl-weight-0", "rua-injection"])
+def test_what_the_host_refused_fails_preview_before_any_resource(stack, changes, line):
+    test_bad_value_fails_preview_with_one_line_and_touches_nothing(stack, changes, line)

@@ -79,6 +79,17 @@ def test_newer_version_is_refused_by_name(data):
     (lambda d: d.update(colour="blue"), "colour: unknown key"),
     (lambda d: d["aliases"].update({"alice@example.test": ["bob@example.test"]}),
      "is also a user"),
+    (lambda d: d["aliases"].update({5: ["bob@example.test"]}), "aliases[5]: not an email address"),
+    (lambda d: d["aliases"].update({"info@example.test": ["|/bin/sh@example.test"]}),
+     "aliases['info@example.test'][0]: not a lower-case email address"),
+    (lambda d: d["aliases"].update({"info@example.test": ["nobody@example.test"]}),
+     "aliases['info@example.test'][0]: 'nobody@example.test' is neither a mailbox nor an alias"),
+    (lambda d: d["aliases"].update({"a@example.test": ["b@example.test"], "b@example.test": ["a@example.test"]}),
+     "aliases['a@example.test']: forwards in a loop (a@example.test -> b@example.test -> a@example.test)"),
+    (lambda d: (d["aliases"].clear(), d["users"].append(dict(d["users"][0], address="abuse@example.test"))),
+     "users[2].address: abuse@example.test is a role address"),
+    (lambda d: d["postscreen"]["dnsbl_sites"].append({"zone": "a" * 60 + "." + "b" * 60 + "." + "c" * 60 + ".dddd.test"}),
+     "postscreen.dnsbl_sites[1].zone: "),
 ])
 def test_invalid_value_is_reported_by_path(data, mutate, expected):
     mutate(data)
