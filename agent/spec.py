@@ -108,6 +108,8 @@ def to_dict(spec: Spec) -> dict:
         "features": dict(vars(spec.features)),
         **({"backup": _backup_dict(spec.backup)} if spec.backup else {}),
         "volume": {k: v for k, v in vars(spec.volume).items() if v is not None},
+        "ssh": {"allow_from": list(spec.ssh.allow_from), "firewall": spec.ssh.firewall,
+                "permit_root_login": spec.ssh.permit_root_login},
     }
 
 
