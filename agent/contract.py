@@ -146,7 +146,7 @@ SSH_ANYWHERE = ("0.0.0.0/0", "::/0")
 # New SSH connections one source may open (nftables meter): a bucket of SSH_BURST that refills
 # at SSH_PER_MINUTE. Measured: see docs/ssh.md (a deploy + verification burst).
 SSH_PER_MINUTE = 120
-SSH_BURST = 600
+SSH_BURST = 300
 # The firewall modes: managed (the agent owns the host's whole nftables ruleset) or none
 # (an existing server's own rules stay; the agent leaves nftables alone).
 FIREWALL_MODES = ("managed", "none")

@@ -33,6 +33,8 @@ HELO = "client.elsewhere.test"        # the name test clients greet with
 OUTSIDER = "someone@elsewhere.test"   # an address of "the rest of the internet" (the sink)
 LISTED_INDEX = 200      # a client address listed in the test DNSBL
 PREGREET_INDEX = 201    # a fresh client address for the pregreet test (postscreen caches passes)
+SSH_BURST_INDEX = 100   # an SSH client inside the admin /25 of the SSH tests, for the rate limit
+SSH_OUTSIDER_INDEX = 202  # an SSH client outside it
 
 
 def tools_missing() -> list[str]:
@@ -172,7 +174,7 @@ def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -
     if volume:
         d.volume = volume_dir(d)
         spec["volume"] = {"kind": "mounted"}
-    for index in (LISTED_INDEX, PREGREET_INDEX):
+    for index in (LISTED_INDEX, PREGREET_INDEX, SSH_BURST_INDEX, SSH_OUTSIDER_INDEX):
         addr = str(bridge.address(index))
         subprocess.run(["ip", "addr", "add", addr, "dev", bridge.name], capture_output=True)
         d.extra_addrs.append(addr)
