@@ -250,6 +250,14 @@ def _ports(rtype: str, props):
         yield from _rule_ports(props)
 
 
+def _ssh_rule_sources(rtype: str, props):
+    rules = (props.get("securityRules") or [] if rtype == "azure-native:network:NetworkSecurityGroup"
+             else [props] if rtype == "azure-native:network:SecurityRule" else [])
+    for rule in rules:
+        if any(first <= contract.SSH_PORT <= last for first, last, _ in _rule_ports(rule)):
+            yield from rule.get("sourceAddressPrefixes") or [rule.get("sourceAddressPrefix") or "*"]
+
+
 def _rule_ports(rule):
     """An NSG rule's inbound Allow port ranges ("25", "1000-2000", "*")."""
     if rule.get("direction") != "Inbound" or rule.get("access") != "Allow":
@@ -262,7 +270,7 @@ def _rule_ports(rule):
 BACKEND = HostBackend(
     name="azure", component=AzureHost, own_dns=True, own_backups=True, settings=_settings, precheck=_precheck,
     regions={"norwayeast": "Azure, Oslo", "norwaywest": "Azure, Stavanger"},
-    resource_region=_region, inbound_ports=_ports,
+    resource_region=_region, inbound_ports=_ports, ssh_sources=_ssh_rule_sources,
     keys=(
         Key("azure_vm_size", schema.pattern(r"[A-Za-z0-9_]+", "is not a VM size; e.g. azure_vm_size: "
                                             "Standard_B2s (az vm list-sizes -l norwayeast)"), "Standard_B2s"),

@@ -146,10 +146,17 @@ def _ports(rtype: str, props):
         yield first, last, f"{props.get('protocol') or 'any'} {first}-{last}"
 
 
+def _ssh_rule_sources(rtype: str, props):
+    if rtype == RULE and props.get("direction") == "ingress":
+        first, last = int(props.get("portRangeMin") or 0), int(props.get("portRangeMax") or 65535)
+        if first <= contract.SSH_PORT <= last:
+            yield props.get("remoteIpPrefix") or "*"
+
+
 BACKEND = HostBackend(
     name="openstack", component=OpenStackHost, own_dns=True, settings=_settings,
     regions={"osl1": "OpenStack region in Oslo"},
-    resource_region=_region, inbound_ports=_ports,
+    resource_region=_region, inbound_ports=_ports, ssh_sources=_ssh_rule_sources,
     keys=(
         Key("openstack_flavor", schema.text("is missing; set it, e.g. openstack_flavor: b.2c4gb (openstack flavor list)"),
             hint="set it, e.g. openstack_flavor: b.2c4gb (openstack flavor list)"),

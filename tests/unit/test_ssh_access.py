@@ -268,3 +268,28 @@ def test_a_replaced_host_is_forgotten_and_only_that_host(tmp_path):
     left = paramiko.HostKeys(str(known))
     assert "192.0.2.10" not in left and "192.0.2.11" in left
     assert oct(known.stat().st_mode & 0o777) == "0o600"
+
+
+# --- the policy pack ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("source, refused", [("198.51.100.0/25", False), ("198.51.100.0/24", False),
+                                             ("0.0.0.0/0", True), ("*", True), ("203.0.113.0/24", True)])
+def test_policy_refuses_an_openstack_ssh_rule_wider_than_the_admin_networks(source, refused):
+    from policies import rules
+    rule = {"direction": "ingress", "portRangeMin": 22, "portRangeMax": 22,
+            "remoteIpPrefix": "" if source == "*" else source}
+    message = rules.ssh_source_violation("openstack:networking/secGroupRule:SecGroupRule", "r", rule,
+                                         ["198.51.100.0/24"])
+    assert (message is not None) is refused
+    assert not refused or "ssh_allow_from" in message
+
+
+def test_policy_passes_the_stacks_own_azure_ssh_rules_for_its_admin_networks():
+    from policies import rules
+    allow = ["198.51.100.0/24", "2001:db8::/48"]
+    mocks, _ = cm.run(cm.load(cm.azure_raw(ssh_allow_from=allow)))
+    ((name, nsg),) = cm.of_type(mocks, "azure-native:network:NetworkSecurityGroup")
+    assert rules.ssh_source_violation("azure-native:network:NetworkSecurityGroup", name, nsg, allow) is None
+    narrower = rules.ssh_source_violation("azure-native:network:NetworkSecurityGroup", name, nsg,
+                                          ["192.0.2.0/24"])
+    assert "198.51.100.0/24, 2001:db8::/48" in narrower
