@@ -35,8 +35,12 @@ Two files on the host, merged at load (``merge(public, secrets)``):
       "backup": {"repository": "/srv/backup/repo",      # optional; absent -> no backups
                  "interval_min": 60,
                  "keep": {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 6}},
-      "volume": {"kind": "directory"}            # where the mail lives (DATA_DIR, /srv/mail):
-    }                                            #   see below
+      "volume": {"kind": "directory"},           # where the mail lives (DATA_DIR, /srv/mail):
+                                                 #   see below
+      "ssh": {"allow_from": ["0.0.0.0/0", "::/0"],   # CIDRs that reach sshd (nftables)
+              "firewall": "managed",             # or "none": nftables is the server's own
+              "permit_root_login": "prohibit-password"}  # or "no" (the stack's login: sudo)
+    }
 
 ``volume``: the mail (mailboxes, Postfix queue, TLS pair) lives under ``/srv/mail``
 (agent/contract.py DATA_DIR), which outlives the host. ``kind`` is one of
