@@ -31,6 +31,7 @@ def facts_from_spec(public: dict) -> dict:
         "tcp_ports": list(contract.public_tcp_ports(feats.get("ssh_port", contract.SSH_PORT),
                                                     bool(feats.get("https")))),
         "backup": public.get("backup"),
+        "firewall": (public.get("ssh") or {}).get("firewall", "managed"),
     }
 
 

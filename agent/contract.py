@@ -38,6 +38,7 @@ PENDING_SECRETS = f"{PENDING_DIR}/secrets.json"
 STATE_DIR = "/var/lib/bulletproof-mail"
 STATE_FILE = f"{STATE_DIR}/state.json"         # the last run's report
 JOURNAL = f"{STATE_DIR}/journal.json"         # an apply in progress (undo data), see agent/journal.py
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-bulletproof.conf"  # the agent's sshd settings
 FIRSTBOOT_LOG = "/var/log/bulletproof-agent-firstboot.log"
 MAIL_LOG = "/var/log/mail.log"
 # The data volume: every piece of mail state lives under it (it outlives the host). What the
@@ -185,6 +186,29 @@ def is_ip(value, version: int | None = None) -> bool:
     except (ValueError, TypeError):
         return False
     return version is None or ip.version == version
+
+
+def is_cidr(value) -> bool:
+    """A network in its canonical text, e.g. 192.0.2.0/24 or 2001:db8::/32 (no host bits, no
+    spaces or newlines: the value goes into an nftables set as it is), or a single address."""
+    if not isinstance(value, str):
+        return False
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return False
+    return value in (str(net), str(net.network_address))
+
+
+# SSH from anywhere: the default of ssh.allow_from (the stack warns outside `local`).
+SSH_ANYWHERE = ("0.0.0.0/0", "::/0")
+# New SSH connections one source may open (nftables meter): a bucket of SSH_BURST that refills
+# at SSH_PER_MINUTE. Measured: see docs/ssh.md (a deploy + verification burst).
+SSH_PER_MINUTE = 120
+SSH_BURST = 300
+# The firewall modes: managed (the agent owns the host's whole nftables ruleset) or none
+# (an existing server's own rules stay; the agent leaves nftables alone).
+FIREWALL_MODES = ("managed", "none")
 
 
 def is_port(value) -> bool:

@@ -62,6 +62,15 @@ def keep_spec(host: Host, raw_public: bytes, raw_secrets: bytes | None) -> None:
         files.write_atomic(path, data, 0o600, "root", "root")
 
 
+def _firewall(host: Host) -> str:
+    """The applied spec's ssh.firewall (managed when unknown)."""
+    try:
+        with open(host.path(f"{CONFIG_DIR}/spec.json")) as f:
+            return (json.load(f).get("ssh") or {}).get("firewall", "managed")
+    except (OSError, ValueError, AttributeError):
+        return "managed"
+
+
 def status(host: Host) -> dict:
     try:
         with open(host.path(STATE_FILE)) as f:
@@ -70,7 +79,7 @@ def status(host: Host) -> dict:
         last = {"status": "unknown", "error": f"no report: {exc}"}
     units = {}
     if host.live:
-        for s in services.UNITS:
+        for s in services.units(_firewall(host)):
             active, enabled = services.unit_state(host, s)
             units[s] = {"active": active, "enabled": enabled}
     return {"last_run": last, "services": units,

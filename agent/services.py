@@ -14,13 +14,14 @@ from agent.step import Context, StepResult
 NAME = "services"
 
 # Start order: the resolver, the milter and the rate-limit policy before the MTA that uses
-# them; firewall last.
-UNITS = ("unbound", "opendkim", "dovecot", "policyd-rate-limit", "postfix", "nftables")
+# them; sshd (its drop-in); firewall last.
+UNITS = ("unbound", "opendkim", "dovecot", "policyd-rate-limit", "postfix", "ssh", "nftables")
 # postfix.service is a oneshot wrapper; the real daemon is the postfix@- instance.
 ACTIVE_UNIT = {"postfix": "postfix@-"}
 # Reload is enough for these when they already run (master.cf changes included);
 # the others restart, which is cheap and re-reads everything.
-RELOADABLE = {"postfix", "dovecot"}
+# sshd's reload (SIGHUP) re-executes the listener only: the agent's own session stays.
+RELOADABLE = {"postfix", "dovecot", "ssh"}
 POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
 
 
@@ -40,16 +41,21 @@ def unit_state(host: Host, service: str) -> tuple[bool, bool]:
     return active, enabled
 
 
-def states(host: Host) -> dict[str, tuple[bool, bool]]:
+def units(firewall: str = "managed") -> tuple[str, ...]:
+    """The units the agent runs: with ssh.firewall none, nftables is the server's own."""
+    return tuple(u for u in UNITS if firewall == "managed" or u != "nftables")
+
+
+def states(host: Host, units_: tuple[str, ...] = UNITS) -> dict[str, tuple[bool, bool]]:
     """{service: (active, enabled)}: the facts the decision is made from."""
-    return {service: unit_state(host, service) for service in UNITS}
+    return {service: unit_state(host, service) for service in units_}
 
 
 def decide(states_: dict[str, tuple[bool, bool]], touched: frozenset[str]
            ) -> list[tuple[str, str]]:
     """[(service, action)] with action in enable/restart/reload, in start order."""
     actions = []
-    for service in UNITS:
+    for service in (s for s in UNITS if s in states_):
         active, enabled = states_[service]
         if not enabled:
             actions.append((service, "enable"))
@@ -100,7 +106,7 @@ def apply(ctx: Context) -> StepResult:
     host = ctx.host
     if not host.live:
         return StepResult(NAME, detail="not the live root: services not touched")
-    actions = decide(states(host), ctx.touched)
+    actions = decide(states(host, units(ctx.spec.ssh.firewall)), ctx.touched)
     result = StepResult(NAME, changed=bool(actions),
                         detail=", ".join(f"{a} {s}" for s, a in actions)
                         or "all active, nothing changed")

@@ -40,8 +40,12 @@ Two files on the host, merged at load (``merge(public, secrets)``):
       "backup": {"repository": "/srv/backup/repo",      # optional; absent -> no backups
                  "interval_min": 60,
                  "keep": {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 6}},
-      "volume": {"kind": "directory"}            # where the mail lives (DATA_DIR, /srv/mail):
-    }                                            #   see below
+      "volume": {"kind": "directory"},           # where the mail lives (DATA_DIR, /srv/mail):
+                                                 #   see below
+      "ssh": {"allow_from": ["0.0.0.0/0", "::/0"],   # CIDRs that reach sshd (nftables)
+              "firewall": "managed",             # or "none": nftables is the server's own
+              "permit_root_login": "prohibit-password"}  # or "no" (the stack's login: sudo)
+    }
 
 ``volume``: the mail (mailboxes, Postfix queue, TLS pair) lives under ``/srv/mail``
 (agent/contract.py DATA_DIR), which outlives the host. ``kind`` is one of
@@ -115,6 +119,8 @@ def to_dict(spec: Spec) -> dict:
         "features": dict(vars(spec.features)),
         **({"backup": _backup_dict(spec.backup)} if spec.backup else {}),
         "volume": {k: v for k, v in vars(spec.volume).items() if v is not None},
+        "ssh": {"allow_from": list(spec.ssh.allow_from), "firewall": spec.ssh.firewall,
+                "permit_root_login": spec.ssh.permit_root_login},
     }
 
 

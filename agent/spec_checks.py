@@ -24,7 +24,7 @@ class SpecChecker(C.Checker):
         d = self.data
         self.no_unknown(d, {"version", "domain", "hostname", "ipv4", "ipv6", "users", "aliases",
                             "dkim", "tls", "postscreen", "resolver", "rate_limits", "limits",
-                            "features", "backup", "volume"}, "")
+                            "features", "backup", "volume", "ssh"}, "")
         version = self.get(d, "version", "version", int)
         if isinstance(version, int) and version < 1:
             self.err("version", f"must be 1..{S.SPEC_VERSION}")
@@ -49,7 +49,7 @@ class SpecChecker(C.Checker):
             postscreen=self.postscreen(), resolver=self.resolver(),
             rate_limits=self.rate_limits(), limits=self.limits(), features=self.features(),
             backup=spec_backup.check(self, d.get("backup")),
-            volume=self.volume())
+            volume=self.volume(), ssh=self.ssh())
         if self.errors:
             raise S.SpecError(self.errors)
         return S.Spec(**spec_kwargs)
@@ -275,6 +275,23 @@ class SpecChecker(C.Checker):
                           spf_policy=self.get(d, "spf_policy", "features.spf_policy", bool, True),
                           ssh_port=port,
                           public_ip_nat=self.get(d, "public_ip_nat", "features.public_ip_nat", bool, False))
+
+    def ssh(self) -> S.Ssh:
+        d = self.section(self.data, "ssh")
+        self.no_unknown(d, {"allow_from", "firewall", "permit_root_login"}, "ssh")
+        allow = self.get(d, "allow_from", "ssh.allow_from", list, list(S.Ssh.allow_from))
+        for i, cidr in enumerate(allow or []):
+            if not C.is_cidr(cidr):
+                self.err(f"ssh.allow_from[{i}]", f"not a network in CIDR form: {cidr!r}")
+        if allow == []:
+            self.err("ssh.allow_from", "empty: nobody could reach SSH (the agent's own deploys "
+                                       "included); list at least one network")
+        firewall = self.get(d, "firewall", "ssh.firewall", str, S.Ssh.firewall)
+        self.one_of(firewall, "ssh.firewall", C.FIREWALL_MODES)
+        root = self.get(d, "permit_root_login", "ssh.permit_root_login", str,
+                        S.Ssh.permit_root_login)
+        self.one_of(root, "ssh.permit_root_login", ("prohibit-password", "no"))
+        return S.Ssh(allow_from=tuple(allow or ()), firewall=firewall, permit_root_login=root)
 
     def volume(self) -> S.Volume:
         d = self.section(self.data, "volume")

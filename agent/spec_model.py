@@ -113,6 +113,14 @@ class Features:
 
 
 @dataclass(frozen=True)
+class Ssh:
+    """sshd and the firewall's SSH rule: who may connect, and how."""
+    allow_from: tuple[str, ...] = ("0.0.0.0/0", "::/0")   # CIDRs that reach the SSH port
+    firewall: str = "managed"             # managed: the agent owns nftables; none: left alone
+    permit_root_login: str = "prohibit-password"  # "no" where the login user is a sudo user
+
+
+@dataclass(frozen=True)
 class Keep:
     """restic forget's retention: how many of the newest hourly/daily/... snapshots stay."""
     hourly: int = 24
@@ -154,3 +162,4 @@ class Spec:
     features: Features = field(default_factory=Features)
     backup: Backup | None = None         # absent: no backups
     volume: Volume = field(default_factory=Volume)
+    ssh: Ssh = field(default_factory=Ssh)  # absent in a spec: the defaults

@@ -12,7 +12,7 @@ import pty
 import shutil
 import subprocess
 
-from agent.contract import TLS_CERT, TLS_KEY
+from agent.contract import SSHD_DROPIN, TLS_CERT, TLS_KEY
 from agent.errors import ValidationError
 
 FIXES = {
@@ -21,6 +21,7 @@ FIXES = {
     "opendkim": "check dkim.selector / dkim.private_key_pem",
     "unbound": "check resolver.forwarders / resolver.stub_zones",
     "nftables": "check features.ssh_port / features.https",
+    "ssh": "check ssh.permit_root_login (sshd_config(5))",
     "policyd-rate-limit": "check rate_limits.outbound_per_user_per_hour",
     "tls": "tls.cert_pem / tls.key_pem must be a PEM certificate and its private key",
 }
@@ -73,6 +74,8 @@ def checks(stage: str) -> list[tuple[str, str, list[str]]]:
          ["unbound-checkconf", f"{stage}/etc/unbound/unbound.conf.d/bulletproof.conf"]),
         ("nftables", f"{stage}/etc/nftables.conf",
          ["nft", "-c", "-f", f"{stage}/etc/nftables.conf"]),
+        # The drop-in read as a whole config: its syntax and values, with the host's keys.
+        ("ssh", f"{stage}{SSHD_DROPIN}", ["sshd", "-t", "-f", f"{stage}{SSHD_DROPIN}"]),
         # Its own parser (YAML, then the limits it will enforce); exit 5 on a bad file.
         ("policyd-rate-limit", f"{stage}/etc/policyd-rate-limit.yaml",
          ["policyd-rate-limit", "--file", f"{stage}/etc/policyd-rate-limit.yaml",
@@ -111,12 +114,17 @@ def validate(stage: str, only: set[str] | None = None, skip_tools: set[str] = fr
             continue
         if argv[0] in skip_tools:
             continue
+        if service == "nftables" and not os.path.exists(path):
+            continue  # ssh.firewall none: no ruleset of ours was rendered
         if shutil.which(argv[0]) is None:
             notes.append(f"{argv[0]} not installed: {service} config not validated")
             continue
         if argv[:2] == ["postfix", "-c"] and os.geteuid() != 0:
             notes.append("postfix check needs root: skipped")
             continue
+        if argv[0] == "sshd":
+            # sshd -t insists on its privilege separation dir, which ssh.service makes at start.
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         rc, out = _run(argv)
         complaint = _complaint(service, rc, out)
         if not complaint and argv[:2] == ["openssl", "pkey"]:

@@ -54,6 +54,8 @@ def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
             # .test zones (RFC 6761) are never signed; real domains keep DNSSEC validation.
             "insecure_domains": ["test"] if cfg.is_local or cfg.domain.endswith(".test") else [],
         },
+        # The backend may add its login user's root rule and the firewall mode (hosts.ssh_section).
+        "ssh": {"allow_from": list(cfg.ssh_allow_from)},
     }
     spec.update(host or {})
     validate(spec)

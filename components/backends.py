@@ -44,6 +44,8 @@ class HostBackend:
     # Policy-pack facts about the resources it declares: region, inbound port ranges.
     resource_region: Callable[[str, Mapping], str | None] = lambda rtype, props: None
     inbound_ports: Callable[[str, Mapping], Iterable[PortRange]] = lambda rtype, props: ()
+    # The source networks (CIDR, "*" for anywhere) of its inbound rules that reach the SSH port.
+    ssh_sources: Callable[[str, Mapping], Iterable[str]] = lambda rtype, props: ()
     # {resource type: "host" | "volume"}: what `make up` never replaces or deletes unasked
     critical: Mapping[str, str] = field(default_factory=dict)
 

@@ -71,6 +71,7 @@ class StackConfig:
     backup_keep: Mapping[str, int] = field(default_factory=lambda: dict(backups.KEEP))
     backup_region: str | None = None
     secret_keys: frozenset[str] = field(default_factory=frozenset)
+    ssh_allow_from: tuple[str, ...] = contract.SSH_ANYWHERE  # who may reach SSH
 
     @property
     def fqdn(self) -> str:
@@ -176,6 +177,19 @@ def _dqs_key(c: Checker, key: str, value):
     return value
 
 
+def _ssh_allow_from(c: Checker, key: str, value):
+    listed = [value] if isinstance(value, str) else value
+    if not isinstance(listed, list) or not listed:
+        c.err(key, f"{value!r} must list the networks that may reach SSH, e.g. "
+                   f"ssh_allow_from: [198.51.100.0/24, 2001:db8::/48]")
+        return None
+    bad = [v for v in listed if not contract.is_cidr(v)]
+    for v in bad:
+        c.err(key, f"{v!r} is not a network in CIDR form; write it whole, without host bits, "
+                   f"e.g. 198.51.100.0/24 or 203.0.113.7 (one address)")
+    return None if bad else tuple(listed)
+
+
 COMMON_KEYS = (
     Key("backend", schema.choice(backends.HOSTS, "a known backend"), "local"),
     Key("residency", _residency, "NO"),
@@ -198,6 +212,7 @@ COMMON_KEYS = (
         hint="pulumi config set --secret spamhaus_dqs_key <your key>"),
     Key("outbound_per_user_per_hour", schema.positive(
         " of messages per hour per authenticated user", "200"), 200),
+    Key("ssh_allow_from", _ssh_allow_from, list(contract.SSH_ANYWHERE)),
     *backups.KEYS,
 )
 def all_keys() -> list[Key]:
@@ -250,7 +265,8 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         dns_backend=dns_name, dns=dns, resolver=v.get("resolver"),
         resolver_forwarders=v.get("resolver_forwarders") or (), secret_keys=frozenset(secret_keys),
         backup_repository=v["backup_repository"], backup_interval_min=v["backup_interval_min"],
-        backup_keep=v["backup_keep"], backup_region=v["backup_region"])
+        backup_keep=v["backup_keep"], backup_region=v["backup_region"],
+        ssh_allow_from=v["ssh_allow_from"])
     errors = config_rules.agent_refuses(cfg)
     if errors:
         raise ConfigError(errors)

@@ -184,7 +184,8 @@ def backup_checks(c: Checker, v: dict, backend: backends.HostBackend, secret_key
 # Where a spec path comes from in the stack config (the agent names spec paths).
 _SPEC_TO_CONFIG = (("postscreen.dnsbl_sites", "dnsbl_sites"), ("postscreen.dnsbl_threshold", "dnsbl_threshold"),
                    ("dkim.selector", "dkim_selector"),
-                   ("rate_limits.outbound_per_user_per_hour", "outbound_per_user_per_hour"))
+                   ("rate_limits.outbound_per_user_per_hour", "outbound_per_user_per_hour"),
+                   ("ssh.allow_from", "ssh_allow_from"))
 
 
 def agent_refuses(cfg) -> list[str]:

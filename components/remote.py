@@ -7,6 +7,8 @@ password. Uploads go to a private temp dir and are installed as root, for every 
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 import shlex
@@ -46,8 +48,9 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
             timeout: float = 180, known_hosts: str | None = None) -> Client:
     """Connect, retrying while the host boots; fail after `timeout` seconds with the last error.
 
-    Host keys: trust on first use, remembered in `known_hosts` (one file per stack and host,
-    since a recreated host has new keys).
+    Host keys: pinned at first contact in `known_hosts` (one file per stack, since a recreated
+    host has new keys) and checked on every later connection: another key fails at once. A
+    host the stack replaced (a new host id) is forgotten first (`forget_host`).
     """
     key = _key(private_key_pem)
     deadline = time.monotonic() + timeout
@@ -66,13 +69,32 @@ def connect(host: str, private_key_pem: str, user: str = "root", port: int = 22,
             client.login_user = user
             return client
         except paramiko.BadHostKeyException as exc:
-            raise RemoteError(f"{host} presents another host key than before ({known_hosts}): "
-                              f"if the host was rebuilt, remove its line there") from exc
+            client.close()
+            raise HostKeyChanged(host, known_hosts, exc.expected_key, exc.key) from exc
         except (OSError, paramiko.SSHException) as exc:
             last = exc
             client.close()
             time.sleep(2)
     raise RemoteError(f"cannot SSH to {user}@{host}:{port} within {timeout:.0f} s: {last}")
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """As OpenSSH prints it: SHA256:<base64 without padding>."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class HostKeyChanged(RemoteError):
+    """The host offers another key than the one pinned at first contact."""
+
+    def __init__(self, host: str, known_hosts: str | None, pinned: paramiko.PKey,
+                 offered: paramiko.PKey):
+        super().__init__(
+            f"{host}: the SSH host key changed; pinned {pinned.get_name()} {fingerprint(pinned)} "
+            f"(in {known_hosts}), now offered {offered.get_name()} {fingerprint(offered)}. Nothing "
+            f"was sent. If you rebuilt or reinstalled this server outside the stack, check the new "
+            f"key on its console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and then "
+            f"forget the old one: ssh-keygen -R {host} -f {known_hosts}; otherwise someone may be "
+            f"in the middle: do not connect.")
 
 
 def forget_host(known_hosts: str, host: str) -> None:

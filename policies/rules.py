@@ -139,6 +139,31 @@ def firewall_violation(rtype: str, name: str, props: Mapping, https: bool = Fals
             f"({', '.join(map(str, sorted(allowed)))}); remove the rule")
 
 
+def _network(source: str) -> list:
+    """A rule's source as networks: "*" (and Azure's "Internet", "Any") is anywhere."""
+    import ipaddress
+    if source in ("*", "Internet", "Any", "0.0.0.0/0", "::/0"):
+        return [ipaddress.ip_network(n) for n in contract.SSH_ANYWHERE]
+    try:
+        return [ipaddress.ip_network(source, strict=False)]
+    except ValueError:
+        return []
+
+
+def ssh_source_violation(rtype: str, name: str, props: Mapping, allow_from) -> str | None:
+    """A rule reaching the SSH port from beyond ssh_allow_from (a hand-added rule, say)."""
+    import ipaddress
+    allowed = [ipaddress.ip_network(c) for c in allow_from]
+    sources = [s for b in backends.hosts() for s in b.ssh_sources(rtype, _Known(props))]
+    wider = [s for s in sources if not _network(s) or not all(
+        any(n.version == a.version and n.subnet_of(a) for a in allowed) for n in _network(s))]
+    if not wider:
+        return None
+    return (f"{name}: lets {', '.join(wider)} reach SSH (port {contract.SSH_PORT}), beyond "
+            f"{PROJECT_NS}:ssh_allow_from ({', '.join(map(str, allow_from))}); remove the rule or "
+            f"add the network to ssh_allow_from")
+
+
 # --- DMARC ----------------------------------------------------------------------------------
 
 def txt_values(rtype: str, props: Mapping) -> list:
@@ -211,6 +236,10 @@ POLICIES = [
     _policy("firewall-mail-and-ssh-only",
             "Inbound firewall rules open only SSH and the mail ports (443 with MTA-STS).",
             lambda a: firewall_violation(a.resource_type, a.name, a.props)),
+    _policy("ssh-from-admin-networks-only",
+            "Inbound rules reach SSH only from the networks in ssh_allow_from.",
+            lambda a: ssh_source_violation(a.resource_type, a.name, a.props,
+                                           stack_config("ssh_allow_from", list(contract.SSH_ANYWHERE)))),
     _policy("dmarc-enforced-in-production",
             "DMARC is not p=none on stacks named prod*.",
             lambda a: dmarc_violation(a.resource_type, a.name, a.props, stack_name(a.urn))),

@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   debootstrap systemd-container iproute2 nftables openssh-client   # the local "VPS"
+  openssh-server                                                    # sshd -t of the drop-in
   bind9 bind9-utils bind9-dnsutils tinyproxy                        # its DNS server and package proxy
   swaks                                                             # SMTP oracle in tests
   postfix dovecot-core dovecot-imapd dovecot-lmtpd opendkim opendkim-tools unbound   # config validation

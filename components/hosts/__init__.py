@@ -66,6 +66,25 @@ def backup_section(cfg, target: BackupTarget | None) -> dict:
                        "keep": dict(cfg.backup_keep)}}
 
 
+def ssh_section(cfg, login_user: str, firewall: str = "managed") -> dict:
+    """The spec's ssh section: who may reach sshd, root by key only (or not at all when the
+    stack logs in as a sudo user), and whose firewall it is."""
+    return {"ssh": {"allow_from": list(cfg.ssh_allow_from), "firewall": firewall,
+                    "permit_root_login": "prohibit-password" if login_user == "root" else "no"}}
+
+
+def warn_ssh_access(cfg, where: str, replaces_rules: bool = False) -> None:
+    """Preview warnings: SSH open to the world on a real server; a ruleset the stack replaces."""
+    from agent import contract
+    if not cfg.is_local and set(contract.SSH_ANYWHERE) & set(cfg.ssh_allow_from):
+        pulumi.log.warn(f"{where}: SSH is open to the whole internet (ssh_allow_from: "
+                        f"{', '.join(cfg.ssh_allow_from)}); keys only, but narrow it to your admin "
+                        f"networks: pulumi config set --path 'ssh_allow_from[0]' 198.51.100.0/24")
+    if replaces_rules:
+        pulumi.log.warn(f"{where}: firewall: managed replaces the server's whole nftables ruleset "
+                        f"(flush ruleset) with the stack's; set firewall: none to keep its own rules")
+
+
 class Host(pulumi.ComponentResource):
     """What MailServer needs from every host backend; subclasses set these in their constructor."""
 

@@ -29,7 +29,8 @@ import pulumi
 from agent import contract
 from components import agent_spec, schema, user_data
 from components.backends import HostBackend
-from components.hosts import BackupTarget, Host, HostArgs, backup_section, own_dns
+from components.hosts import (BackupTarget, Host, HostArgs, backup_section, own_dns, ssh_section,
+                              warn_ssh_access)
 from components.keys import KeyPair
 from components.schema import Key
 
@@ -95,9 +96,10 @@ class AzureHost(Host):
                                    disk_size_gb=az.data_disk_gb, sku=compute.DiskSkuArgs(name="StandardSSD_LRS"),
                                    opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True))
         self.backup = self._backups(name, args, group, region) if cfg.backup_repository != "none" else None
+        warn_ssh_access(cfg, f"azure host {cfg.fqdn}")
         self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver_forwarders, {
             "features": {"public_ip_nat": True}, "volume": {"kind": "block", "device": DATA_DISK_DEVICE},
-            **backup_section(cfg, self.backup)})
+            **backup_section(cfg, self.backup), **ssh_section(cfg, SSH_USER)})
         self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=self.moved(args, "pulumi-python:dynamic:Resource"))
         publisher, offer, sku, version = az.image
@@ -164,7 +166,9 @@ class AzureHost(Host):
                                      access="Allow", protocol="Tcp", source_address_prefix="*",
                                      source_port_range="*", destination_address_prefix="*",
                                      destination_port_range=str(port))
-            for i, port in enumerate(contract.public_tcp_ports())], opts=child)
+            for i, port in enumerate(contract.public_tcp_ports())
+            if port != contract.SSH_PORT or _ssh_anywhere(args.cfg)]
+            + ([] if _ssh_anywhere(args.cfg) else _ssh_rules(network, args.cfg)), opts=child)
 
         versions = (4, 6) if az.ipv6 else (4,)
         self._public = {v: network.PublicIPAddress(
@@ -190,6 +194,25 @@ class AzureHost(Host):
             f"{self._name}-ptr-ipv{v}", create=SET_PTR, delete=CLEAR_PTR, triggers=[ip.id],
             environment={"PUBLIC_IP_ID": ip.id, "REVERSE_FQDN": f"{fqdn}."},
             opts=self.moved(self._args, depends_on=after)) for v, ip in self._public.items()]
+
+
+def _ssh_anywhere(cfg) -> bool:
+    """SSH from anywhere (the default): the rule stays as it always was, source "*"."""
+    return set(cfg.ssh_allow_from) == set(contract.SSH_ANYWHERE)
+
+
+def _ssh_rules(network, cfg) -> list:
+    """SSH from ssh_allow_from only: one rule per address family (a rule holds one family)."""
+    import ipaddress
+    rules = []
+    for version, name, priority in ((4, "allow-tcp-22", 100), (6, "allow-tcp-22-v6", 120)):
+        prefixes = [c for c in cfg.ssh_allow_from if ipaddress.ip_network(c).version == version]
+        if prefixes:
+            rules.append(network.SecurityRuleArgs(
+                name=name, priority=priority, direction="Inbound", access="Allow", protocol="Tcp",
+                source_address_prefixes=prefixes, source_port_range="*",
+                destination_address_prefix="*", destination_port_range=str(contract.SSH_PORT)))
+    return rules
 
 
 def _settings(c, v) -> Settings:
@@ -227,6 +250,14 @@ def _ports(rtype: str, props):
         yield from _rule_ports(props)
 
 
+def _ssh_rule_sources(rtype: str, props):
+    rules = (props.get("securityRules") or [] if rtype == "azure-native:network:NetworkSecurityGroup"
+             else [props] if rtype == "azure-native:network:SecurityRule" else [])
+    for rule in rules:
+        if any(first <= contract.SSH_PORT <= last for first, last, _ in _rule_ports(rule)):
+            yield from rule.get("sourceAddressPrefixes") or [rule.get("sourceAddressPrefix") or "*"]
+
+
 def _rule_ports(rule):
     """An NSG rule's inbound Allow port ranges ("25", "1000-2000", "*")."""
     if rule.get("direction") != "Inbound" or rule.get("access") != "Allow":
@@ -239,7 +270,7 @@ def _rule_ports(rule):
 BACKEND = HostBackend(
     name="azure", component=AzureHost, own_dns=True, own_backups=True, settings=_settings, precheck=_precheck,
     regions={"norwayeast": "Azure, Oslo", "norwaywest": "Azure, Stavanger"},
-    resource_region=_region, inbound_ports=_ports,
+    resource_region=_region, inbound_ports=_ports, ssh_sources=_ssh_rule_sources,
     keys=(
         Key("azure_vm_size", schema.pattern(r"[A-Za-z0-9_]+", "is not a VM size; e.g. azure_vm_size: "
                                             "Standard_B2s (az vm list-sizes -l norwayeast)"), "Standard_B2s"),

@@ -13,7 +13,7 @@ import pulumi
 from components import agent_spec, user_data
 from components.backends import HostBackend
 from agent import contract
-from components.hosts import BackupTarget, DnsTarget, Host, HostArgs, backup_section
+from components.hosts import BackupTarget, DnsTarget, Host, HostArgs, backup_section, ssh_section
 from components.keys import KeyPair
 from components.local_cloud import Bridge, DnsServer, Machine, PackageProxy, SmtpSink, Volume
 from localcloud import naming
@@ -63,7 +63,8 @@ class LocalHost(Host):
         self.backup = (BackupTarget(f"{contract.BACKUP_DIR}/repo", cfg.region)
                        if cfg.backup_repository != "none" else None)
         self.spec_json = agent_spec.host_spec_json(cfg, ip.ipv4, ip.ipv6, dns.url, {
-            "volume": {"kind": "mounted"}, **backup_section(cfg, self.backup)})
+            "volume": {"kind": "mounted"}, **backup_section(cfg, self.backup),
+            **ssh_section(cfg, "root")})
         boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         machine = Machine(f"{name}-host", {
             "stack": stack, "checkout": checkout, "host": "mail", "fqdn": cfg.fqdn,

@@ -20,7 +20,8 @@ import pulumi
 from agent import contract
 from components import agent_spec, schema, user_data
 from components.backends import HostBackend
-from components.hosts import Host, HostArgs, backup_section, configured_backups, own_dns
+from components.hosts import (Host, HostArgs, backup_section, configured_backups, own_dns,
+                              ssh_section, warn_ssh_access)
 from components.keys import KeyPair
 from components.schema import Key
 
@@ -48,6 +49,13 @@ def cloud_user_data(spec_json: str, rid: str) -> str:
     return gzip.decompress(user_data.compressed(spec_json, rid)).decode()
 
 
+def _ssh_sources(cidrs, ethertype: str) -> list[str]:
+    """ssh_allow_from's networks of one family, as the security group writes them."""
+    import ipaddress
+    version = 6 if ethertype == "IPv6" else 4
+    return [str(ipaddress.ip_network(c)) for c in cidrs if ipaddress.ip_network(c).version == version]
+
+
 def _first(ips: list[str], version: int) -> str | None:
     return next((ip for ip in ips or [] if (":" in ip) == (version == 6)), None)
 
@@ -63,12 +71,18 @@ class OpenStackHost(Host):
 
         group = openstack.networking.SecGroup(f"{name}-secgroup", name=f"{cfg.fqdn}-mail", region=region,
                                               description="bulletproof-mail: SSH and mail ports only", opts=child)
+        warn_ssh_access(cfg, f"openstack host {cfg.fqdn}")
         for ethertype, anywhere in (("IPv4", "0.0.0.0/0"), ("IPv6", "::/0")):
             for port in contract.public_tcp_ports():
-                openstack.networking.SecGroupRule(
-                    f"{name}-allow-{port}-{ethertype.lower()}", direction="ingress", ethertype=ethertype,
-                    protocol="tcp", port_range_min=port, port_range_max=port, remote_ip_prefix=anywhere,
-                    security_group_id=group.id, region=region, opts=child)
+                sources = _ssh_sources(cfg.ssh_allow_from, ethertype) if port == contract.SSH_PORT else [anywhere]
+                for i, source in enumerate(sources):
+                    # The first keeps the name the rule always had; a new source replaces
+                    # the rule, never the server.
+                    suffix = f"-{i + 1}" if i else ""
+                    openstack.networking.SecGroupRule(
+                        f"{name}-allow-{port}-{ethertype.lower()}{suffix}", direction="ingress",
+                        ethertype=ethertype, protocol="tcp", port_range_min=port, port_range_max=port,
+                        remote_ip_prefix=source, security_group_id=group.id, region=region, opts=child)
         port = openstack.networking.Port(f"{name}-port", network_id=os_cfg.network, admin_state_up=True,
                                          security_group_ids=[group.id], region=region, opts=child)
         if os_cfg.floating_ip_pool:
@@ -98,7 +112,8 @@ class OpenStackHost(Host):
         device = self.volume.id.apply(lambda vid: f"/dev/disk/by-id/virtio-{vid[:20]}")  # Nova's serial
         self.backup = configured_backups(cfg, args.secrets)
         self.spec_json = agent_spec.host_spec_json(cfg, self.ipv4, self.ipv6, cfg.resolver_forwarders, {
-            "volume": {"kind": "block", "device": device}, **backup_section(cfg, self.backup)})
+            "volume": {"kind": "block", "device": device}, **backup_section(cfg, self.backup),
+            **ssh_section(cfg, SSH_USER)})
         self.boot_run_id = self.spec_json.apply(lambda s: user_data.run_id(s, args.zipapp))
         server = openstack.compute.Instance(
             f"{name}-host", name=cfg.fqdn, region=region, flavor_name=os_cfg.flavor,
@@ -131,10 +146,17 @@ def _ports(rtype: str, props):
         yield first, last, f"{props.get('protocol') or 'any'} {first}-{last}"
 
 
+def _ssh_rule_sources(rtype: str, props):
+    if rtype == RULE and props.get("direction") == "ingress":
+        first, last = int(props.get("portRangeMin") or 0), int(props.get("portRangeMax") or 65535)
+        if first <= contract.SSH_PORT <= last:
+            yield props.get("remoteIpPrefix") or "*"
+
+
 BACKEND = HostBackend(
     name="openstack", component=OpenStackHost, own_dns=True, settings=_settings,
     regions={"osl1": "OpenStack region in Oslo"},
-    resource_region=_region, inbound_ports=_ports,
+    resource_region=_region, inbound_ports=_ports, ssh_sources=_ssh_rule_sources,
     keys=(
         Key("openstack_flavor", schema.text("is missing; set it, e.g. openstack_flavor: b.2c4gb (openstack flavor list)"),
             hint="set it, e.g. openstack_flavor: b.2c4gb (openstack flavor list)"),

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import pulumi
 
+from agent import contract
 from components import agent_spec, rdns_check, schema
 from components.backends import HostBackend
-from components.hosts import Host, HostArgs, backup_section, configured_backups, own_dns
+from components.hosts import (Host, HostArgs, backup_section, configured_backups, own_dns,
+                              ssh_section, warn_ssh_access)
 from components.schema import Key
 
 RDNS_MODES = ("enforce", "warn")
@@ -26,6 +28,7 @@ class Settings:
     user: str = "root"
     ipv6: str | None = None
     rdns: str = "enforce"
+    firewall: str = "managed"   # managed: the stack's nftables ruleset; none: the server's own
 
 
 class SshHost(Host):
@@ -38,8 +41,10 @@ class SshHost(Host):
         self.dns = own_dns(cfg, args.secrets)
         # the server's own disk holds the mail: the stack never replaces this server
         self.backup = configured_backups(cfg, args.secrets)
+        warn_ssh_access(cfg, f"ssh host {ssh.host}", replaces_rules=ssh.firewall == "managed")
         self.spec_json = agent_spec.host_spec_json(cfg, ssh.host, ssh.ipv6, cfg.resolver_forwarders, {
-            "volume": {"kind": "directory"}, **backup_section(cfg, self.backup)})
+            "volume": {"kind": "directory"}, **backup_section(cfg, self.backup),
+            **ssh_section(cfg, ssh.user, ssh.firewall)})
         self.ssh_private_key, self.ssh_user = args.secrets["ssh_private_key"], ssh.user
         self.host_id, self.boot_run_id = f"ssh:{ssh.user}@{ssh.host}", ""
         self.exports = {}
@@ -78,7 +83,7 @@ BACKEND = HostBackend(
     name="ssh", component=SshHost, own_dns=True, precheck=_precheck,
     regions={"oslo": "an existing server in Oslo"},
     settings=lambda c, v: Settings(host=v["ssh_host"], user=v["ssh_user"], ipv6=v["ssh_host_ipv6"],
-                                   rdns=v["rdns"]),
+                                   rdns=v["rdns"], firewall=v["firewall"]),
     keys=(
         Key("ssh_host", schema.ipv4("set the server's public IPv4, e.g. ssh_host: 192.0.2.10 (the "
                                     "mail A record and the PTR check use it)"),
@@ -90,5 +95,8 @@ BACKEND = HostBackend(
             hint="pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519"),
         Key("rdns", schema.choice(RDNS_MODES, "a mode", "use enforce (a wrong PTR stops the deploy) "
                                                         "or warn"), "enforce"),
+        Key("firewall", schema.choice(contract.FIREWALL_MODES, "a firewall mode",
+                                      "use managed (the stack's nftables ruleset replaces the "
+                                      "server's) or none (the server keeps its own rules)"), "managed"),
     ),
 )

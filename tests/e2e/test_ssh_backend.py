@@ -220,6 +220,13 @@ def test_the_operator_commands_work_on_an_existing_server(stack, server, target)
         assert json.loads(proc.stdout)["ssh_target"] == f"debian@{server.ip}"
 
 
+def test_preview_warns_that_ssh_is_open_to_all_and_the_servers_ruleset_is_replaced(stack, server):
+    preview = stack.run("preview")
+    text = preview.stdout + preview.stderr
+    assert f"ssh host {server.ip}: SSH is open to the whole internet" in text, text[-3000:]
+    assert f"ssh host {server.ip}: firewall: managed replaces the server's whole nftables ruleset" in text
+
+
 def test_second_up_changes_nothing(stack):
     stack.run("preview", "--expect-no-changes")  # fails (non-zero) on any proposed change
 

@@ -181,6 +181,19 @@ def test_adding_a_user_previews_exactly_that_and_applies_without_a_new_host(stac
         assert imap.login(carol, after["mail_passwords"][carol])[0] == "OK"
 
 
+def test_narrowing_ssh_allow_from_previews_an_agent_run_and_no_new_host(stack, outs):
+    doc = stack.config()
+    admins = str(ipaddress.ip_network(f"{outs['host_ipv4']}/24", strict=False))
+    stack.write_config({**doc, "config": {**doc["config"], "bulletproof-mail:ssh_allow_from": [admins]}})
+    try:
+        preview = stack.run("preview", "--diff").stdout
+    finally:
+        stack.write_config(doc)
+    summary = preview.split("Resources:")[-1]
+    assert "replace" not in summary and "to create" not in summary and "to delete" not in summary, summary
+    assert f"\"{admins}\"" in preview and "mail-bootstrap-agent" in preview
+
+
 def test_a_listed_host_ip_stops_up_with_the_list_and_the_fix(stack, outs):
     names = naming.stack_names(stack.name, ROOT)
     tsig = local_dns.read_tsig(names.runtime_dir / "dns")

@@ -137,3 +137,40 @@ def test_unbound_recurses_unless_the_spec_names_forwarders(host):
 def test_dqs_zone_file_is_not_world_readable(host):
     f = host.file("/etc/unbound/bulletproof-dqs.zone")  # the only file that may hold a DQS key
     assert f.exists and (f.mode, f.user, f.group) == (0o640, "root", "unbound")
+
+
+def _applied_ssh(host) -> dict:
+    spec = json.loads(host.file("/etc/bulletproof-mail/spec.json").content_string)
+    return {"allow_from": ["0.0.0.0/0", "::/0"], "firewall": "managed",
+            "permit_root_login": "prohibit-password", **(spec.get("ssh") or {})}
+
+
+@pytest.mark.parametrize("name, value", [
+    ("passwordauthentication", "no"), ("kbdinteractiveauthentication", "no"),
+    ("permitemptypasswords", "no"), ("authenticationmethods", "publickey")])
+def test_sshd_takes_keys_only(host, name, value):
+    settings = dict(line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line)
+    assert settings[name] == value
+
+
+def test_sshd_lets_root_in_by_key_only_or_not_at_all(host):
+    want = {"prohibit-password": "without-password", "no": "no"}[_applied_ssh(host)["permit_root_login"]]
+    assert f"permitrootlogin {want}" in host.check_output("sshd -T").splitlines()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_ssh_is_open_to_the_admin_networks_only(host, family):
+    ssh = _applied_ssh(host)
+    if ssh["firewall"] != "managed":
+        pytest.skip("ssh.firewall none: the server's own rules")
+    listed = host.check_output(f"nft list set inet filter ssh_admins_v{family}")
+    want = [c for c in ssh["allow_from"] if (":" in c) == (family == 6)]
+    assert all(c in listed for c in want)
+    assert ("elements" in listed) == bool(want)
+
+
+def test_new_ssh_connections_are_rate_limited(host):
+    if _applied_ssh(host)["firewall"] != "managed":
+        pytest.skip("ssh.firewall none: the server's own rules")
+    chain = host.check_output("nft list chain inet filter ssh")
+    assert "ct state new update @ssh_rate_v4 { ip saddr limit rate over" in chain

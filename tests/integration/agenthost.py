@@ -36,6 +36,8 @@ PREGREET_INDEX = 201    # a fresh client address for the pregreet test (postscre
 BLOCKED_INDEX = 202     # the test DNSBL answers it "blocked" (127.255.255.254), not a listing
 DQS_INDEX = 203         # listed only in the test DNSBL's keyed (DQS) zone, under DQS_KEY
 DQS_KEY = "itestdqskeyitestdqskeyitst"
+SSH_BURST_INDEX = 100   # an SSH client inside the admin /25 of the SSH tests, for the rate limit
+SSH_OUTSIDER_INDEX = 204  # an SSH client outside it
 
 
 def tools_missing() -> list[str]:
@@ -179,7 +181,8 @@ def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -
     if volume:
         d.volume = volume_dir(d)
         spec["volume"] = {"kind": "mounted"}
-    for index in (LISTED_INDEX, PREGREET_INDEX, BLOCKED_INDEX, DQS_INDEX):
+    for index in (LISTED_INDEX, PREGREET_INDEX, BLOCKED_INDEX, DQS_INDEX, SSH_BURST_INDEX,
+                  SSH_OUTSIDER_INDEX):
         addr = str(bridge.address(index))
         subprocess.run(["ip", "addr", "add", addr, "dev", bridge.name], capture_output=True)
         d.extra_addrs.append(addr)

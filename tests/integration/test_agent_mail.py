@@ -4,6 +4,8 @@ checked with real clients (smtplib, imaplib, dkimpy). One deployed host for the 
 Needs root, systemd-nspawn, tinyproxy and named; the first run installs the mail packages in
 the container through the local proxy (about a minute on a warm mirror).
 """
+import io
+import ipaddress
 import json
 import os
 import smtplib
@@ -14,9 +16,11 @@ import time
 import uuid
 
 import dkim
+import paramiko
 import pytest
 
-from agent.contract import DATA_DIR, MAIL_DIR, QUEUE_DIR, TLS_CERT
+from agent.contract import DATA_DIR, MAIL_DIR, QUEUE_DIR, SSH_BURST, SSH_PER_MINUTE, TLS_CERT
+from components import remote
 from tests import mailclient
 from tests.integration import agenthost as deploy
 from tests.integration.agenthost import HELO, OUTSIDER, message, password
@@ -34,7 +38,7 @@ def host(progress):
     d = None
     try:
         started = time.monotonic()
-        d = deploy.up(log=lambda line: progress("agent", line), volume=True)
+        d = deploy.up(log=lambda line: progress("agent", line), volume=True, tune=_admin_network)
         rc, report, elapsed, err = d.apply(d.spec, run_id="itest-first")
         progress("agent", f"boot+setup {time.monotonic() - started - elapsed:.1f} s, "
                           f"first apply {elapsed:.1f} s (rc {rc})")
@@ -43,6 +47,12 @@ def host(progress):
         yield d
     finally:
         deploy.down(d)
+
+
+def _admin_network(spec: dict) -> None:
+    """SSH from the lower half of the bridge's /24 only: this machine's bridge address (.1) and
+    SSH_BURST_INDEX are in it, SSH_OUTSIDER_INDEX is not. No IPv6 admin network."""
+    spec["ssh"] = {"allow_from": [str(ipaddress.ip_network(f"{spec['ipv4']}/25", strict=False))]}
 
 
 def smtp(host, port=25, source=None) -> smtplib.SMTP:
@@ -301,6 +311,120 @@ def test_intended_port_answers(host, port):
 def test_other_port_does_not_answer(host, port):
     with pytest.raises(OSError):
         socket.create_connection((host.ip, port), timeout=2).close()
+
+
+# --- SSH (issue 12, item 5) ---------------------------------------------------------------
+def _ssh_from(host, source: str | None = None, timeout: float = 3) -> socket.socket:
+    return socket.create_connection((host.ip, 22), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+
+
+def _bridge_addr(host, index: int) -> str:
+    return str(host.bridge.address(index).ip)
+
+
+def test_sshd_offers_publickey_only_no_password_or_keyboard_interactive(host):
+    transport = paramiko.Transport(_ssh_from(host))
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType) as err:
+            transport.auth_none("root")
+        assert err.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+
+def test_a_password_login_as_root_is_refused(host):
+    transport = paramiko.Transport(_ssh_from(host))
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType):
+            transport.auth_password("root", "secret-alice")
+    finally:
+        transport.close()
+
+
+def test_root_logs_in_with_its_key_through_the_deploy_path(host, tmp_path):
+    client = remote.connect(host.ip, open(host.key_file).read(), timeout=20,
+                            known_hosts=str(tmp_path / "known_hosts"))
+    try:
+        assert remote.run(client, "id -u", check=True).stdout.strip() == "0"
+    finally:
+        client.close()
+
+
+def test_the_first_apply_reloaded_sshd_over_its_own_session(host):
+    services = next(s for s in host.reports[0]["steps"] if s["name"] == "services")
+    assert "reload ssh" in services["detail"] or "restart ssh" in services["detail"]
+    assert host.run("true")[0] == 0  # the session the agent ran in is still there
+
+
+def test_ssh_from_outside_the_admin_networks_is_dropped(host):
+    with pytest.raises(socket.timeout):
+        _ssh_from(host, _bridge_addr(host, deploy.SSH_OUTSIDER_INDEX)).close()
+
+
+def test_ssh_from_inside_the_admin_networks_connects(host):
+    with _ssh_from(host, _bridge_addr(host, deploy.SSH_BURST_INDEX)) as sock:
+        assert sock.recv(64).startswith(b"SSH-2.0-")
+
+
+def test_a_burst_of_new_ssh_connections_beyond_the_limit_is_dropped(host):
+    """One source may open SSH_BURST new connections at once (then SSH_PER_MINUTE a minute);
+    the next ones are dropped while other sources still connect."""
+    source, opened = _bridge_addr(host, deploy.SSH_BURST_INDEX), 0
+    started = time.monotonic()
+    for _ in range(SSH_BURST + 100):
+        try:
+            sock = _ssh_from(host, source, timeout=1)
+        except OSError:  # the SYN was dropped
+            break
+        with sock:  # wait for sshd's banner, or its backlog fills and sshd drops, not nftables
+            sock.settimeout(10)
+            assert sock.recv(8) == b"SSH-2.0-"
+        opened += 1
+    refill = (time.monotonic() - started) * SSH_PER_MINUTE / 60  # the bucket refills meanwhile
+    assert SSH_BURST - 1 <= opened <= SSH_BURST + refill + 2
+    _ssh_from(host).close()  # this machine's own address is another source: not limited
+
+
+def test_a_changed_host_key_is_refused_before_anything_is_sent(host, tmp_path):
+    known = tmp_path / "known_hosts"
+    impostor = paramiko.Ed25519Key.from_private_key(io.StringIO(_new_pem()))
+    pinned = paramiko.HostKeys()
+    pinned.add(host.ip, impostor.get_name(), impostor)
+    pinned.save(str(known))
+    with pytest.raises(remote.HostKeyChanged) as err:
+        remote.connect(host.ip, open(host.key_file).read(), timeout=20, known_hosts=str(known))
+    assert remote.fingerprint(impostor) in str(err.value) and "ssh-keygen -R" in str(err.value)
+
+
+def test_firewall_none_leaves_the_servers_own_ruleset_alone(host):
+    """ssh.firewall none (an existing server's own rules): a spec whose ruleset would change
+    under `managed` leaves nftables untouched: the server's own table stays loaded."""
+    before = host.run("sha256sum /etc/nftables.conf")[1]
+    spec = json.loads(json.dumps(host.spec))
+    spec["ssh"] = {"allow_from": ["0.0.0.0/0"], "firewall": "none"}
+    assert host.run("nft add table inet site && nft add chain inet site mine")[0] == 0
+    try:
+        rc, report, _, _ = host.apply(spec, run_id="itest-firewall-none")
+        assert rc == 0, report
+        assert host.run("nft list chain inet site mine")[0] == 0
+        assert host.run("sha256sum /etc/nftables.conf")[1] == before
+        services = next(s for s in report["steps"] if s["name"] == "services")
+        assert "nftables" not in services["detail"]
+    finally:
+        host.run("nft delete table inet site")
+        rc, report, _, _ = host.apply(host.spec, run_id="itest-firewall-managed")
+        assert rc == 0, report
+
+
+def _new_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()).decode()
 
 
 # --- apply behaviour -------------------------------------------------------------------

@@ -146,7 +146,8 @@ def test_dovecot_serves_imaps_only(tmp_path):
 
 def test_firewall_opens_only_ssh_and_mail_ports(tmp_path):
     _, stage = staged(tmp_path)
-    assert "tcp dport { 22, 25, 465, 587, 993 } accept" in open(f"{stage}/etc/nftables.conf").read()
+    conf = open(f"{stage}/etc/nftables.conf").read()
+    assert "tcp dport 22 jump ssh" in conf and "tcp dport { 25, 465, 587, 993 } accept" in conf
 
 
 def test_https_flag_opens_443(tmp_path):
