@@ -73,6 +73,22 @@ def test_postconf_value(host, name, expected):
         assert value == expected
 
 
+# The SMTP protocol closed (Postfix 3.7's smuggling page; postscreen's after-220 tests).
+@pytest.mark.parametrize("name, expected", [
+    ("smtpd_forbid_bare_newline", "reject"),
+    ("smtpd_forbid_bare_newline_exclusions", "$mynetworks"),
+    ("smtpd_forbid_unauth_pipelining", "yes"),
+    ("smtpd_data_restrictions", "reject_unauth_pipelining"),
+    ("smtpd_discard_ehlo_keywords", "chunking, silent-discard"),
+    ("postscreen_pipelining_enable", "yes"),
+    ("postscreen_non_smtp_command_enable", "yes"),
+    ("postscreen_bare_newline_enable", "yes"),
+    ("postscreen_bare_newline_action", "enforce"),
+])
+def test_smtp_protocol_defence_on(host, name, expected):
+    assert host.check_output(f"postconf -h {name}") == expected
+
+
 def test_postfix_hostname_and_domain(host, expect):
     assert host.check_output("postconf -h myhostname") == expect["hostname"]
     assert host.check_output("postconf -h virtual_mailbox_domains") == expect["domain"]

@@ -135,6 +135,24 @@ def test_natted_public_ipv6_is_not_bound(tmp_path):
     assert postconf(stage, "smtp_bind_address6") == ""
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("smtpd_forbid_bare_newline", "reject"),
+    ("smtpd_forbid_bare_newline_exclusions", "$mynetworks"),
+    ("smtpd_forbid_unauth_pipelining", "yes"),
+    ("smtpd_data_restrictions", "reject_unauth_pipelining"),
+    ("smtpd_discard_ehlo_keywords", "chunking, silent-discard"),
+    ("postscreen_pipelining_enable", "yes"),
+    ("postscreen_pipelining_action", "enforce"),
+    ("postscreen_non_smtp_command_enable", "yes"),
+    ("postscreen_non_smtp_command_action", "drop"),
+    ("postscreen_bare_newline_enable", "yes"),
+    ("postscreen_bare_newline_action", "enforce"),
+])
+def test_smtp_protocol_defence_is_configured(tmp_path, name, expected):
+    _, stage = staged(tmp_path)
+    assert postconf(stage, name) == expected
+
+
 def test_dovecot_serves_imaps_only(tmp_path):
     _, stage = staged(tmp_path)
     out = subprocess.run(["doveconf", "-c", f"{stage}/etc/dovecot/dovecot.conf", "-h",
