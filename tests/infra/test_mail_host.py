@@ -4,9 +4,10 @@ import json
 import pytest
 
 PACKAGES = ["postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
-            "dovecot-lmtpd", "opendkim", "unbound", "nftables", "policyd-rate-limit"]
+            "dovecot-lmtpd", "opendkim", "unbound", "nftables", "policyd-rate-limit", "fail2ban"]
 SERVICES = {"postfix": "postfix@-", "dovecot": "dovecot", "opendkim": "opendkim",
-            "unbound": "unbound", "policyd-rate-limit": "policyd-rate-limit"}
+            "unbound": "unbound", "policyd-rate-limit": "policyd-rate-limit",
+            "fail2ban": "fail2ban"}
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -87,6 +88,20 @@ def test_postconf_value(host, name, expected):
 ])
 def test_smtp_protocol_defence_on(host, name, expected):
     assert host.check_output(f"postconf -h {name}") == expected
+
+
+@pytest.mark.parametrize("jail", ["dovecot", "postfix-sasl"])
+def test_login_brute_force_jail_active(host, jail):
+    assert jail in host.check_output("fail2ban-client status")
+    ignored = host.check_output(f"fail2ban-client get {jail} ignoreip")
+    assert "127.0.0.0/8" in ignored and "::1" in ignored  # never the host itself
+
+
+def test_only_the_login_ports_are_banned(host):
+    """Never ssh (the deploy and verification path) nor 25 (MTAs do not log in)."""
+    jail = host.file("/etc/fail2ban/jail.d/bulletproof.local").content_string
+    ports = [l.split("=", 1)[1].split() for l in jail.splitlines() if l.startswith("port ")]
+    assert ports == [["465,587,993"]], ports
 
 
 def test_postfix_hostname_and_domain(host, expect):

@@ -153,6 +153,23 @@ def test_smtp_protocol_defence_is_configured(tmp_path, name, expected):
     assert postconf(stage, name) == expected
 
 
+def test_login_bans_cover_the_login_ports_only_and_never_loopback(tmp_path):
+    _, stage = staged(tmp_path)
+    with open(f"{stage}/etc/fail2ban/jail.d/bulletproof.local") as f:
+        lines = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    assert "port = 465,587,993" in lines and "ignoreip = 127.0.0.0/8 ::1" in lines
+    assert lines[lines.index("[sshd]") + 1] == "enabled = false"
+    assert {"[dovecot]", "[postfix-sasl]"} <= set(lines)
+
+
+def test_a_firewall_reload_restarts_fail2ban_after_it():
+    from agent import services
+    spec = load(copy.deepcopy(_data()))
+    nft = next(t for t in render.targets(spec) if t.path == "/etc/nftables.conf")
+    assert "fail2ban" in nft.services
+    assert services.UNITS.index("fail2ban") > services.UNITS.index("nftables")
+
+
 def test_dovecot_serves_imaps_only(tmp_path):
     _, stage = staged(tmp_path)
     out = subprocess.run(["doveconf", "-c", f"{stage}/etc/dovecot/dovecot.conf", "-h",
