@@ -16,6 +16,36 @@ def insecure_tls() -> ssl.SSLContext:
     return ctx
 
 
+def pass_postscreen(ip: str, source: str | None = None, helo: str = "client.elsewhere.test",
+                    timeout: float = 30) -> bool:
+    """Make a client address known to postscreen before it sends mail to port 25.
+
+    postscreen's after-220 tests (pipelining, non-SMTP command, bare newline) cannot hand a
+    session over to smtpd: a new client is answered 450 at RCPT once and must reconnect, as a
+    real MTA does. One well-behaved session up to RCPT passes them (postscreen logs PASS NEW);
+    a client that passed already is handed to smtpd, which announces PIPELINING, and nothing
+    is sent. True when this call did the pass. Without a fresh address a new host has an empty
+    postscreen cache too, so call it after every (re)deploy; it is cheap when passed."""
+    with smtplib.SMTP(ip, 25, local_hostname=helo, timeout=timeout,
+                      source_address=(source, 0) if source else None) as s:
+        s.ehlo()
+        if s.has_extn("pipelining"):
+            return False  # smtpd, not postscreen: passed already
+        s.mail("")
+        code, text = s.rcpt("postmaster")
+        if code != 450:
+            raise AssertionError(f"postscreen answered {code} {text!r}, not its one-time 450")
+    return True
+
+
+def smtp_in(ip: str, source: str | None = None, helo: str = "client.elsewhere.test",
+            timeout: float = 30) -> smtplib.SMTP:
+    """An SMTP session on port 25 as an outside MTA, past postscreen's first-time deferral."""
+    pass_postscreen(ip, source, helo, timeout)
+    return smtplib.SMTP(ip, 25, local_hostname=helo, timeout=timeout,
+                        source_address=(source, 0) if source else None)
+
+
 def submit(ip: str, user: str, password: str, to: str, subject: str,
            body: str = "hello from the tests\n") -> None:
     """Send as `user` through submission (587, STARTTLS, AUTH)."""
