@@ -4,6 +4,7 @@ from __future__ import annotations
 import email.message
 import imaplib
 import smtplib
+import socket
 import ssl
 import time
 import uuid
@@ -57,6 +58,30 @@ def submit(ip: str, user: str, password: str, to: str, subject: str,
         smtp.starttls(context=insecure_tls())
         smtp.login(user, password)
         smtp.send_message(msg)
+
+
+class _SourcedIMAP(imaplib.IMAP4_SSL):
+    """IMAPS from a chosen client address (imaplib has no source_address)."""
+
+    def __init__(self, ip: str, source: str, timeout: float):
+        self._source = source
+        super().__init__(ip, 993, ssl_context=insecure_tls(), timeout=timeout)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self._source, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def imap_login(ip: str, user: str, password: str, source: str, timeout: float = 30) -> bool:
+    """One IMAPS login from ``source``: True if accepted, False if refused; OSError when the
+    connection itself fails (e.g. the address is banned)."""
+    with _SourcedIMAP(ip, source, timeout) as imap:
+        try:
+            imap.login(user, password)
+        except imaplib.IMAP4.error:
+            return False
+        return True
 
 
 def imap_find(ip: str, user: str, password: str, subject: str, timeout: float = 30) -> bytes | None:

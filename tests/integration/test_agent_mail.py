@@ -312,3 +312,6 @@ def test_infra_suite_passes_against_the_host(host, tmp_path):
         env=dict(os.environ, BPM_INFRA_EXPECT=str(expect)))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
+
+# The SMTP protocol closed and login brute force (issue 12), on this module's host.
+from tests.integration.attacks import *  # noqa: E402,F401,F403
