@@ -80,6 +80,10 @@ def smtpd_client(host) -> str:
     return source
 
 
+def rcpt_of() -> str:
+    return f"alice@{deploy.DOMAIN}"
+
+
 def _open_data(host, source: str, rcpt: str) -> RawSMTP:
     """A session with smtpd up to DATA's 354."""
     c = RawSMTP(host.ip, source)
@@ -99,10 +103,6 @@ def _smuggling(marker: str, end_of_outer: bytes) -> bytes:
             + b"MAIL FROM:<admin@" + deploy.DOMAIN.encode() + b">\r\n"
             + f"RCPT TO:<{rcpt_of()}>\r\nDATA\r\nSubject: smuggled {marker}\r\n\r\n"
               "smuggled\r\n.\r\n".encode())
-
-
-def rcpt_of() -> str:
-    return f"alice@{deploy.DOMAIN}"
 
 
 # --- smtpd: bare <LF>, smuggling, pipelining, BDAT --------------------------------------

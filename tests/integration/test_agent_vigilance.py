@@ -257,8 +257,8 @@ def _bad_auth(ip: str, source: str) -> int:
 
 def test_auth_flood_is_throttled_and_reported(ctx):
     source = ctx.source(FLOOD_INDEX)
-    # anvil's throttle is under test here, not fail2ban's ban (tests/integration/
-    # test_smtp_protocol.py), which would refuse the connections after a few failures.
+    # anvil's throttle is under test here, not fail2ban's ban (tests/integration/attacks.py),
+    # which would refuse the connections after a few failures.
     assert ctx.d.run(f"fail2ban-client set postfix-sasl addignoreip {source}")[0] == 0
     try:
         codes = [_bad_auth(ctx.d.ip, source) for _ in range(30)]
