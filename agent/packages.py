@@ -16,6 +16,7 @@ PACKAGES = (
     "dns-root-data",  # unbound's root hints and DNSSEC trust anchor (it recurses itself)
     "ca-certificates", "python3-dnspython", "python3-jinja2", "iproute2",
     "policyd-rate-limit",  # outbound limit per SASL user (see templates/etc/policyd-rate-limit)
+    "fail2ban", "python3-systemd",  # login brute force (templates/fail2ban); Dovecot's journal
 )
 BACKUP_PACKAGES = ("restic",)  # only with a backup section
 # No daemon may start with package defaults (unbound would recurse to the real root

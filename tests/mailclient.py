@@ -4,6 +4,7 @@ from __future__ import annotations
 import email.message
 import imaplib
 import smtplib
+import socket
 import ssl
 import time
 import uuid
@@ -14,6 +15,36 @@ def insecure_tls() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # the hosts under test have self-signed certificates
     return ctx
+
+
+def pass_postscreen(ip: str, source: str | None = None, helo: str = "client.elsewhere.test",
+                    timeout: float = 30) -> bool:
+    """Make a client address known to postscreen before it sends mail to port 25.
+
+    postscreen's after-220 tests (pipelining, non-SMTP command, bare newline) cannot hand a
+    session over to smtpd: a new client is answered 450 at RCPT once and must reconnect, as a
+    real MTA does. One well-behaved session up to RCPT passes them (postscreen logs PASS NEW);
+    a client that passed already is handed to smtpd, which announces PIPELINING, and nothing
+    is sent. True when this call did the pass. Without a fresh address a new host has an empty
+    postscreen cache too, so call it after every (re)deploy; it is cheap when passed."""
+    with smtplib.SMTP(ip, 25, local_hostname=helo, timeout=timeout,
+                      source_address=(source, 0) if source else None) as s:
+        s.ehlo()
+        if s.has_extn("pipelining"):
+            return False  # smtpd, not postscreen: passed already
+        s.mail("")
+        code, text = s.rcpt("postmaster")
+        if code != 450:
+            raise AssertionError(f"postscreen answered {code} {text!r}, not its one-time 450")
+    return True
+
+
+def smtp_in(ip: str, source: str | None = None, helo: str = "client.elsewhere.test",
+            timeout: float = 30) -> smtplib.SMTP:
+    """An SMTP session on port 25 as an outside MTA, past postscreen's first-time deferral."""
+    pass_postscreen(ip, source, helo, timeout)
+    return smtplib.SMTP(ip, 25, local_hostname=helo, timeout=timeout,
+                        source_address=(source, 0) if source else None)
 
 
 def submit(ip: str, user: str, password: str, to: str, subject: str,
@@ -27,6 +58,30 @@ def submit(ip: str, user: str, password: str, to: str, subject: str,
         smtp.starttls(context=insecure_tls())
         smtp.login(user, password)
         smtp.send_message(msg)
+
+
+class _SourcedIMAP(imaplib.IMAP4_SSL):
+    """IMAPS from a chosen client address (imaplib has no source_address)."""
+
+    def __init__(self, ip: str, source: str, timeout: float):
+        self._source = source
+        super().__init__(ip, 993, ssl_context=insecure_tls(), timeout=timeout)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self._source, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def imap_login(ip: str, user: str, password: str, source: str, timeout: float = 30) -> bool:
+    """One IMAPS login from ``source``: True if accepted, False if refused; OSError when the
+    connection itself fails (e.g. the address is banned)."""
+    with _SourcedIMAP(ip, source, timeout) as imap:
+        try:
+            imap.login(user, password)
+        except imaplib.IMAP4.error:
+            return False
+        return True
 
 
 def imap_find(ip: str, user: str, password: str, subject: str, timeout: float = 30) -> bytes | None:

@@ -4,9 +4,11 @@ import json
 import pytest
 
 PACKAGES = ["postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-imapd",
-            "dovecot-lmtpd", "opendkim", "unbound", "dns-root-data", "nftables", "policyd-rate-limit"]
+            "dovecot-lmtpd", "opendkim", "unbound", "dns-root-data", "nftables", "policyd-rate-limit",
+            "fail2ban"]
 SERVICES = {"postfix": "postfix@-", "dovecot": "dovecot", "opendkim": "opendkim",
-            "unbound": "unbound", "policyd-rate-limit": "policyd-rate-limit"}
+            "unbound": "unbound", "policyd-rate-limit": "policyd-rate-limit",
+            "fail2ban": "fail2ban"}
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -71,6 +73,36 @@ def test_postconf_value(host, name, expected):
         assert value.split()[0] == expected
     else:
         assert value == expected
+
+
+# The SMTP protocol closed (Postfix 3.7's smuggling page; postscreen's after-220 tests).
+@pytest.mark.parametrize("name, expected", [
+    ("smtpd_forbid_bare_newline", "reject"),
+    ("smtpd_forbid_bare_newline_exclusions", "$mynetworks"),
+    ("smtpd_forbid_unauth_pipelining", "yes"),
+    ("smtpd_data_restrictions", "reject_unauth_pipelining"),
+    ("smtpd_discard_ehlo_keywords", "chunking, silent-discard"),
+    ("postscreen_pipelining_enable", "yes"),
+    ("postscreen_non_smtp_command_enable", "yes"),
+    ("postscreen_bare_newline_enable", "yes"),
+    ("postscreen_bare_newline_action", "enforce"),
+])
+def test_smtp_protocol_defence_on(host, name, expected):
+    assert host.check_output(f"postconf -h {name}") == expected
+
+
+@pytest.mark.parametrize("jail", ["dovecot", "postfix-sasl"])
+def test_login_brute_force_jail_active(host, jail):
+    assert jail in host.check_output("fail2ban-client status")
+    ignored = host.check_output(f"fail2ban-client get {jail} ignoreip")
+    assert "127.0.0.0/8" in ignored and "::1" in ignored  # never the host itself
+
+
+def test_only_the_login_ports_are_banned(host):
+    """Never ssh (the deploy and verification path) nor 25 (MTAs do not log in)."""
+    jail = host.file("/etc/fail2ban/jail.d/bulletproof.local").content_string
+    ports = [l.split("=", 1)[1].split() for l in jail.splitlines() if l.startswith("port ")]
+    assert ports == [["465,587,993"]] * 2, ports  # dovecot, postfix-sasl
 
 
 def test_postfix_hostname_and_domain(host, expect):

@@ -190,6 +190,16 @@ def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -
     return d
 
 
+def client_address(d: Deployed, index: int) -> str:
+    """One more client address on the bridge (``down`` removes it): a client postscreen,
+    anvil and fail2ban have never seen."""
+    addr = str(d.bridge.address(index))
+    if addr not in d.extra_addrs:
+        subprocess.run(["ip", "addr", "add", addr, "dev", d.bridge.name], capture_output=True)
+        d.extra_addrs.append(addr)
+    return addr.split("/")[0]
+
+
 def volume_dir(d: Deployed, name: str = "volume") -> str:
     """A directory of this machine to bind-mount at the host's DATA_DIR: the data volume that
     outlives the host (gone with the workdir in ``down``)."""

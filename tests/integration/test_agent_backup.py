@@ -14,7 +14,6 @@ import imaplib
 import json
 import os
 import re
-import smtplib
 import time
 import uuid
 
@@ -134,7 +133,7 @@ def imap_state(user) -> dict:
 
 
 def deliver(host, user, subject):
-    with smtplib.SMTP(host.ip, 25, local_hostname=HELO, timeout=30) as s:
+    with mailclient.smtp_in(host.ip, helo=HELO) as s:
         s.sendmail(OUTSIDER, [user], message(OUTSIDER, user, subject))
     assert mailclient.imap_find(host.ip, user, password(user), subject) is not None
 

@@ -16,7 +16,6 @@ import imaplib
 import json
 import os
 import re
-import smtplib
 import subprocess
 import time
 import uuid
@@ -92,7 +91,7 @@ def mailbox(d, user: str) -> tuple[int, dict]:
 
 
 def send(d, rcpt: str, subject: str) -> None:
-    with smtplib.SMTP(d.ip, 25, local_hostname=HELO, timeout=30) as s:
+    with mailclient.smtp_in(d.ip, helo=HELO) as s:  # each new host: postscreen anew
         s.sendmail(OUTSIDER, [rcpt], message(OUTSIDER, rcpt, subject))
 
 

@@ -135,6 +135,41 @@ def test_natted_public_ipv6_is_not_bound(tmp_path):
     assert postconf(stage, "smtp_bind_address6") == ""
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("smtpd_forbid_bare_newline", "reject"),
+    ("smtpd_forbid_bare_newline_exclusions", "$mynetworks"),
+    ("smtpd_forbid_unauth_pipelining", "yes"),
+    ("smtpd_data_restrictions", "reject_unauth_pipelining"),
+    ("smtpd_discard_ehlo_keywords", "chunking, silent-discard"),
+    ("postscreen_pipelining_enable", "yes"),
+    ("postscreen_pipelining_action", "enforce"),
+    ("postscreen_non_smtp_command_enable", "yes"),
+    ("postscreen_non_smtp_command_action", "drop"),
+    ("postscreen_bare_newline_enable", "yes"),
+    ("postscreen_bare_newline_action", "enforce"),
+])
+def test_smtp_protocol_defence_is_configured(tmp_path, name, expected):
+    _, stage = staged(tmp_path)
+    assert postconf(stage, name) == expected
+
+
+def test_login_bans_cover_the_login_ports_only_and_never_loopback(tmp_path):
+    _, stage = staged(tmp_path)
+    with open(f"{stage}/etc/fail2ban/jail.d/bulletproof.local") as f:
+        lines = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    assert "port = 465,587,993" in lines and "ignoreip = 127.0.0.0/8 ::1" in lines
+    assert lines[lines.index("[sshd]") + 1] == "enabled = false"
+    assert {"[dovecot]", "[postfix-sasl]"} <= set(lines)
+
+
+def test_a_firewall_reload_restarts_fail2ban_after_it():
+    from agent import services
+    spec = load(copy.deepcopy(_data()))
+    nft = next(t for t in render.targets(spec) if t.path == "/etc/nftables.conf")
+    assert "fail2ban" in nft.services
+    assert services.UNITS.index("fail2ban") > services.UNITS.index("nftables")
+
+
 def test_dovecot_serves_imaps_only(tmp_path):
     _, stage = staged(tmp_path)
     out = subprocess.run(["doveconf", "-c", f"{stage}/etc/dovecot/dovecot.conf", "-h",
