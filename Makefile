@@ -23,6 +23,10 @@ ifeq ($(STACK),local)
 export PULUMI_CONFIG_PASSPHRASE ?= bulletproof-local
 endif
 
+# The state, its backups and history hold the stack's (encrypted) secrets and every output:
+# whatever pulumi writes from here is private (0600/0700). Starts a recipe line; the rest of
+# the line, pulumi run by ops/ included, inherits it.
+PRIVATE := umask 077;
 PULUMI := pulumi --non-interactive
 PULUMI_STACK := $(PULUMI) --stack $(STACK)
 
@@ -48,51 +52,51 @@ passphrase:
 	  echo "error: stack '$(STACK)' needs a secrets passphrase: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) before running make." >&2; exit 2; fi
 
 stack: prereqs passphrase
-	@mkdir -p .pulumi-state
-	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null
+	@mkdir -p -m 700 .pulumi-state && chmod -R go= .pulumi-state  # files of older runs too
+	@$(PRIVATE) $(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null
 
 # Refresh first: containers and servers from an earlier session are gone in the next one,
 # and `up` must bring them back.
 up: stack
-	@$(PY) -m ops.plan --stack $(STACK) --confirm "$(CONFIRM)"
-	$(PULUMI_STACK) up --yes --refresh --skip-preview
+	@$(PRIVATE) $(PY) -m ops.plan --stack $(STACK) --confirm "$(CONFIRM)"
+	$(PRIVATE) $(PULUMI_STACK) up --yes --refresh --skip-preview
 
 # PREVIEW_FLAGS: extra flags, e.g. CI adds `--policy-pack policies`.
 preview: stack
-	$(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS)
+	$(PRIVATE) $(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS)
 
 refresh: stack
-	$(PULUMI_STACK) refresh --yes
+	$(PRIVATE) $(PULUMI_STACK) refresh --yes
 
 down: stack
-	$(PULUMI_STACK) destroy --yes --refresh
+	$(PRIVATE) $(PULUMI_STACK) destroy --yes --refresh
 	@$(PY) -m localcloud stop-all --stack $(STACK)
 
 verify: stack
-	@$(PY) -m ops.verify --stack $(STACK)
+	@$(PRIVATE) $(PY) -m ops.verify --stack $(STACK)
 
 # Every morning's checks from the outside (ports, relay, FCrDNS, MX/SPF/DKIM/DMARC) plus the
 # host's own `bulletproof-agent status`; exits 1 only on fail-level results.
 check: stack
-	@$(PY) -m ops.check --stack $(STACK)
+	@$(PRIVATE) $(PY) -m ops.check --stack $(STACK)
 
 # Backups off the host (restic): run one now, list them, restore (MAILBOX=addr for one mailbox,
 # into a folder of its own; SNAPSHOT=id, default the newest).
 backup: stack
-	@$(PY) -m ops.backup run --stack $(STACK)
+	@$(PRIVATE) $(PY) -m ops.backup run --stack $(STACK)
 
 backups: stack
-	@$(PY) -m ops.backup snapshots --stack $(STACK)
+	@$(PRIVATE) $(PY) -m ops.backup snapshots --stack $(STACK)
 
 restore: stack
-	@$(PY) -m ops.backup restore --stack $(STACK) $(if $(MAILBOX),--mailbox $(MAILBOX)) $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
+	@$(PRIVATE) $(PY) -m ops.backup restore --stack $(STACK) $(if $(MAILBOX),--mailbox $(MAILBOX)) $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
 
 # The local stack's backups outlive `make down`; this removes them, for good.
 purge-backups:
 	@$(PY) -m localcloud purge-backups --stack $(STACK)
 
 outputs: stack
-	@$(PY) -m ops.outputs --stack $(STACK)
+	@$(PRIVATE) $(PY) -m ops.outputs --stack $(STACK)
 
 # Cheap tiers first; the e2e tier deploys throwaway stacks with their own state.
 test: prereqs
