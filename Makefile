@@ -23,12 +23,14 @@ ifeq ($(STACK),local)
 export PULUMI_CONFIG_PASSPHRASE ?= bulletproof-local
 endif
 
-# The state, its backups and history hold the stack's (encrypted) secrets and every output:
-# whatever pulumi writes from here is private (0600/0700). Starts a recipe line; the rest of
-# the line, pulumi run by ops/ included, inherits it.
-PRIVATE := umask 077;
 PULUMI := pulumi --non-interactive
 PULUMI_STACK := $(PULUMI) --stack $(STACK)
+# The file backend writes the state, its backups and history 0644; they hold the encrypted
+# secrets and every output. The directory is 0700 and each run leaves its files 0600 (ends a
+# recipe line, keeping pulumi's exit code). Not a umask 077: the program's own files (container
+# roots, the data volume, BIND's state) must keep their modes.
+STATE_DIR := .pulumi-state
+PRIVATE_STATE = rc=$$?; chmod -R go= $(STATE_DIR) 2>/dev/null; exit $$rc
 
 .PHONY: check tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs backup backups restore purge-backups test test-unit test-integration test-e2e bench
 
@@ -52,51 +54,51 @@ passphrase:
 	  echo "error: stack '$(STACK)' needs a secrets passphrase: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) before running make." >&2; exit 2; fi
 
 stack: prereqs passphrase
-	@mkdir -p -m 700 .pulumi-state && chmod -R go= .pulumi-state  # files of older runs too
-	@$(PRIVATE) $(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null
+	@mkdir -p $(STATE_DIR) && chmod -R go= $(STATE_DIR)  # files of earlier runs too
+	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null; $(PRIVATE_STATE)
 
 # Refresh first: containers and servers from an earlier session are gone in the next one,
 # and `up` must bring them back.
 up: stack
-	@$(PRIVATE) $(PY) -m ops.plan --stack $(STACK) --confirm "$(CONFIRM)"
-	$(PRIVATE) $(PULUMI_STACK) up --yes --refresh --skip-preview
+	@$(PY) -m ops.plan --stack $(STACK) --confirm "$(CONFIRM)"
+	$(PULUMI_STACK) up --yes --refresh --skip-preview; $(PRIVATE_STATE)
 
 # PREVIEW_FLAGS: extra flags, e.g. CI adds `--policy-pack policies`.
 preview: stack
-	$(PRIVATE) $(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS)
+	$(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS); $(PRIVATE_STATE)
 
 refresh: stack
-	$(PRIVATE) $(PULUMI_STACK) refresh --yes
+	$(PULUMI_STACK) refresh --yes; $(PRIVATE_STATE)
 
 down: stack
-	$(PRIVATE) $(PULUMI_STACK) destroy --yes --refresh
+	$(PULUMI_STACK) destroy --yes --refresh; $(PRIVATE_STATE)
 	@$(PY) -m localcloud stop-all --stack $(STACK)
 
 verify: stack
-	@$(PRIVATE) $(PY) -m ops.verify --stack $(STACK)
+	@$(PY) -m ops.verify --stack $(STACK)
 
 # Every morning's checks from the outside (ports, relay, FCrDNS, MX/SPF/DKIM/DMARC) plus the
 # host's own `bulletproof-agent status`; exits 1 only on fail-level results.
 check: stack
-	@$(PRIVATE) $(PY) -m ops.check --stack $(STACK)
+	@$(PY) -m ops.check --stack $(STACK)
 
 # Backups off the host (restic): run one now, list them, restore (MAILBOX=addr for one mailbox,
 # into a folder of its own; SNAPSHOT=id, default the newest).
 backup: stack
-	@$(PRIVATE) $(PY) -m ops.backup run --stack $(STACK)
+	@$(PY) -m ops.backup run --stack $(STACK)
 
 backups: stack
-	@$(PRIVATE) $(PY) -m ops.backup snapshots --stack $(STACK)
+	@$(PY) -m ops.backup snapshots --stack $(STACK)
 
 restore: stack
-	@$(PRIVATE) $(PY) -m ops.backup restore --stack $(STACK) $(if $(MAILBOX),--mailbox $(MAILBOX)) $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
+	@$(PY) -m ops.backup restore --stack $(STACK) $(if $(MAILBOX),--mailbox $(MAILBOX)) $(if $(SNAPSHOT),--snapshot $(SNAPSHOT))
 
 # The local stack's backups outlive `make down`; this removes them, for good.
 purge-backups:
 	@$(PY) -m localcloud purge-backups --stack $(STACK)
 
 outputs: stack
-	@$(PRIVATE) $(PY) -m ops.outputs --stack $(STACK)
+	@$(PY) -m ops.outputs --stack $(STACK)
 
 # Cheap tiers first; the e2e tier deploys throwaway stacks with their own state.
 test: prereqs

@@ -1,5 +1,5 @@
-"""What the operator commands write that holds secrets is private: the pulumi state (file
-backend: 0644 by default) and the README's outputs example."""
+"""What the operator commands write that holds secrets is private: the pulumi state (the file
+backend writes it 0644) and the README's outputs example."""
 import pathlib
 import re
 
@@ -13,20 +13,24 @@ def recipe_lines() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.startswith("\t")]
 
 
-RUNS_PULUMI = [l for l in recipe_lines() if re.search(r"\$\(PULUMI(_STACK)?\)|-m ops\.", l)]
+RUNS_PULUMI = [l for l in recipe_lines() if re.search(r"\$\(PULUMI(_STACK)?\) ", l)]
 
 
-def test_the_private_umask_is_077():
-    assert re.search(r"^PRIVATE := umask 077;$", (REPO / "Makefile").read_text(), re.M)
+def test_private_state_makes_the_state_files_0600_and_keeps_the_exit_code():
+    text = (REPO / "Makefile").read_text()
+    assert re.search(r"^PRIVATE_STATE = rc=\$\$\?; chmod -R go= \$\(STATE_DIR\) 2>/dev/null; "
+                     r"exit \$\$rc$", text, re.M)
+    assert re.search(r"^STATE_DIR := \.pulumi-state$", text, re.M)
 
 
 @pytest.mark.parametrize("line", RUNS_PULUMI)
-def test_recipe_running_pulumi_starts_under_the_private_umask(line):
-    assert line.lstrip("@").startswith("$(PRIVATE) "), line
+def test_recipe_running_pulumi_leaves_the_state_private(line):
+    assert line.endswith("; $(PRIVATE_STATE)"), line
 
 
-def test_the_stack_target_makes_existing_state_files_private():
-    assert any("chmod -R go= .pulumi-state" in l for l in recipe_lines())
+def test_the_stack_target_makes_existing_state_files_private_first():
+    assert any(l.startswith("@mkdir -p $(STATE_DIR) && chmod -R go= $(STATE_DIR)")
+               for l in recipe_lines())
 
 
 def test_readme_writes_the_outputs_to_a_0600_file():
