@@ -76,10 +76,10 @@ def start(state_dir: Union[str, Path], listen_ipv4: str, port: int, zones: Seque
     _record(state, served, zones, keys)
     _hand_over(state)
     log_start = _log_size(state)
-    # -f: foreground, so the PID is named's own; -4: we listen on IPv4 only; -u: root only until
-    # the port is bound. Started in the state dir, which named.conf's paths are relative to.
-    pid = process.spawn(["named", "-f", "-4", "-u", NAMED_USER, "-c", "named.conf"],
-                        state / "named.out", state / "named.pid", cwd=state)
+    # -f: foreground, so the PID is named's own; -4: we listen on IPv4 only; -u: root only for
+    # what needs it (binding the port).
+    pid = process.spawn(["named", "-f", "-4", "-u", NAMED_USER, "-c", str(state / "named.conf")],
+                        state / "named.out", state / "named.pid")
     try:
         _wait_until_serving(pid, state, served["address"], token, zones, (), log_start)
     except DnsServerError:
@@ -210,7 +210,7 @@ def _hand_over(state: Path) -> None:
         raise DnsServerError(f"there is no user {NAMED_USER!r} for named to run as; "
                              "install Debian's bind9 package (it creates the user)")
     uid = pwd.getpwnam(NAMED_USER).pw_uid
-    for parent in state.parents:  # named opens named.conf by its absolute path
+    for parent in state.parents:  # named, unprivileged, reopens its files by absolute paths
         st = parent.stat()
         if not st.st_mode & (0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001):
             raise DnsServerError(f"named runs as {NAMED_USER!r}, who may not enter {parent} "
@@ -331,14 +331,4 @@ def _log_tail(state: Path, lines: int = 15) -> str:
 
 
 def _running_pid(state: Path) -> Optional[int]:
-    """The named we started for this state dir: its recorded PID and start time, and its
-    working directory (its command line names named.conf relatively; one started before
-    that, by its absolute path)."""
-    conf = str(state.resolve() / "named.conf")
-    pid = process.recorded(state / "named.pid", ["named"])
-    if pid is None or conf in process.cmdline(pid):
-        return pid
-    try:
-        return pid if os.readlink(f"/proc/{pid}/cwd") == str(state.resolve()) else None
-    except OSError:
-        return None
+    return process.recorded(state / "named.pid", ["named", str(state.resolve() / "named.conf")])

@@ -44,11 +44,11 @@ def is_alive(pid: int) -> bool:
     return bool(fields) and fields[2] not in ("Z", "X")
 
 
-def spawn(argv: list[str], log: Path, pidfile: Path, cwd: Path | None = None) -> int:
+def spawn(argv: list[str], log: Path, pidfile: Path) -> int:
     """Start argv in its own session, stdio to `log`, and record "PID STARTTIME"."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, cwd=cwd,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     pidfile.write_text(f"{proc.pid} {start_time(proc.pid) or 0}\n")
     return proc.pid
