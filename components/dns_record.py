@@ -39,6 +39,8 @@ def record_diff(olds: dict, news: dict) -> tuple[list[str], list[str]]:
                 return str(old).rstrip(".").lower() == str(new).rstrip(".").lower()
             if key in ("ttl", "port"):
                 return int(old) == int(new)
+            if key == "forget_when_unreachable":  # a state from before the flag: read forgot
+                return bool(olds.get(key, True)) == bool(news.get(key, True))
         except (ValueError, TypeError, KeyError, DnsRecordError, dns.exception.DNSException):
             pass  # unknown during preview, or unparsable: compare as given
         return old == new

@@ -171,6 +171,11 @@ def test_a_record_stored_before_the_flag_is_updated_once_to_record_it():
     assert changed == ["forget_when_unreachable"] and replaces == []
 
 
+def test_a_local_record_stored_before_the_flag_is_unchanged():
+    # Its read forgot already, as the local stack's must: nothing to record, no update.
+    assert record_diff(BASE, {**BASE, "forget_when_unreachable": True}) == ([], [])
+
+
 def test_serialized_provider_captures_no_secret():
     from pulumi.dynamic.dynamic import _serialize
     blob, contains_secrets = _serialize(True, serialize_provider, DnsRecordProvider())
