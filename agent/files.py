@@ -177,11 +177,12 @@ def apply(ctx: Context) -> StepResult:
     # need it; mode-only changes don't.
     if any(c.content_changed for c in todo):
         result.warnings += _validate_staged(ctx, targets)
-    if todo and not host.dry_run:
+    if not host.dry_run:  # every apply, one that changes nothing too
         removed = prune_backups(host.path(FILE_BACKUPS_DIR), time.time())
         if removed:
             result.detail += f"; {len(removed)} backups older than " \
                              f"{FILE_BACKUP_RETENTION_DAYS} days pruned"
+    if todo and not host.dry_run:
         backup = host.path(f"{FILE_BACKUPS_DIR}/{host.run_id or 'last'}")
         shutil.rmtree(backup, ignore_errors=True)
         result.undo = swap_in(host.path, todo, backup, lambda undo: journal.note(

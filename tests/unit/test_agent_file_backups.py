@@ -54,3 +54,16 @@ def test_an_apply_that_replaces_files_prunes_expired_backups_on_its_root(tmp_pat
     assert not os.path.exists(expired)
     assert sorted(os.listdir(base)) == ["previous", "second"]
     assert "1 backups older than" in next(r for r in ctx.results if r.name == "files").detail
+
+
+def test_an_apply_that_changes_nothing_prunes_expired_backups_too(tmp_path):
+    root = str(tmp_path / "root")
+    engine.execute(Context(spec_of(), Host(root, run_id="first")))
+    base = root + FILE_BACKUPS_DIR
+    expired = _run_dir(base, "expired", FILE_BACKUP_RETENTION_DAYS + 10)
+    _run_dir(base, "newest", FILE_BACKUP_RETENTION_DAYS + 9)
+    ctx = Context(spec_of(), Host(root, run_id="again"))
+    engine.execute(ctx)
+    files_step = next(r for r in ctx.results if r.name == "files")
+    assert not files_step.changed and not os.path.exists(expired)
+    assert sorted(os.listdir(base)) == ["newest"]
