@@ -25,6 +25,12 @@ endif
 
 PULUMI := pulumi --non-interactive
 PULUMI_STACK := $(PULUMI) --stack $(STACK)
+# The file backend writes the state, its backups and history 0644; they hold the encrypted
+# secrets and every output. The directory is 0700 and each run leaves its files 0600 (ends a
+# recipe line, keeping pulumi's exit code). Not a umask 077: the program's own files (container
+# roots, the data volume, BIND's state) must keep their modes.
+STATE_DIR := .pulumi-state
+PRIVATE_STATE = rc=$$?; chmod -R go= $(STATE_DIR) 2>/dev/null; exit $$rc
 
 .PHONY: check tools venv host-packages prereqs passphrase stack up preview down refresh verify outputs backup backups restore purge-backups test test-unit test-integration test-e2e bench
 
@@ -49,24 +55,24 @@ passphrase:
 	  echo "error: stack '$(STACK)' needs a secrets passphrase: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) before running make." >&2; exit 2; fi
 
 stack: prereqs passphrase
-	@mkdir -p .pulumi-state
-	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null
+	@mkdir -p $(STATE_DIR) && chmod -R go= $(STATE_DIR)  # files of earlier runs too
+	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK) --secrets-provider passphrase >/dev/null; $(PRIVATE_STATE)
 
 # Refresh first: containers and servers from an earlier session are gone in the next one,
 # and `up` must bring them back.
 up: stack
 	@$(PY) -m ops.plan --stack $(STACK) --confirm "$(CONFIRM)"
-	$(PULUMI_STACK) up --yes --refresh --skip-preview
+	$(PULUMI_STACK) up --yes --refresh --skip-preview; $(PRIVATE_STATE)
 
 # PREVIEW_FLAGS: extra flags, e.g. CI adds `--policy-pack policies`.
 preview: stack
-	$(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS)
+	$(PULUMI_STACK) preview --diff $(PREVIEW_FLAGS); $(PRIVATE_STATE)
 
 refresh: stack
-	$(PULUMI_STACK) refresh --yes
+	$(PULUMI_STACK) refresh --yes; $(PRIVATE_STATE)
 
 down: stack
-	$(PULUMI_STACK) destroy --yes --refresh
+	$(PULUMI_STACK) destroy --yes --refresh; $(PRIVATE_STATE)
 	@$(PY) -m localcloud stop-all --stack $(STACK)
 
 verify: stack

@@ -6,6 +6,7 @@ import os
 import subprocess
 
 from agent.errors import CommandError
+from agent.render import DKIM_TMPFILES
 from agent.step import Context, StepResult
 
 NAME = "commands"
@@ -16,6 +17,8 @@ def decide(ctx: Context, has_aliases_db: bool) -> list[list[str]]:
     todo = []
     if "daemon-reload" in touched:  # a unit drop-in changed (RequiresMountsFor the volume)
         todo.append(["systemctl", "daemon-reload"])
+    if "tmpfiles" in touched:  # the milter socket's directory, before OpenDKIM restarts
+        todo.append(["systemd-tmpfiles", "--create", DKIM_TMPFILES])
     if "hostname" in touched:
         todo.append(["hostname", ctx.spec.hostname])
     if "newaliases" in touched or not has_aliases_db:
@@ -50,4 +53,5 @@ def run(ctx: Context, argv: list[str]) -> None:
 
 
 _BLAME = {"newaliases": ("/etc/aliases", "check the spec's aliases (see aliases(5))"),
+          "systemd-tmpfiles": (DKIM_TMPFILES, "see tmpfiles.d(5)"),
           "systemctl": ("/etc/systemd/system", "see journalctl -b for what systemd refused")}

@@ -39,6 +39,10 @@ STATE_DIR = "/var/lib/bulletproof-mail"
 STATE_FILE = f"{STATE_DIR}/state.json"         # the last run's report
 JOURNAL = f"{STATE_DIR}/journal.json"         # an apply in progress (undo data), see agent/journal.py
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-bulletproof.conf"  # the agent's sshd settings
+# The files each apply replaced (old DKIM and TLS keys among them), one directory per run:
+# pruned after this many days; the newest is always kept.
+FILE_BACKUPS_DIR = f"{STATE_DIR}/backup"
+FILE_BACKUP_RETENTION_DAYS = 30
 FIRSTBOOT_LOG = "/var/log/bulletproof-agent-firstboot.log"
 MAIL_LOG = "/var/log/mail.log"
 # The data volume: every piece of mail state lives under it (it outlives the host). What the

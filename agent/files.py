@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from agent import backup_config, journal, render, validate
 from agent.durable import fsync_dir
-from agent.contract import STATE_DIR
+from agent.contract import FILE_BACKUP_RETENTION_DAYS, FILE_BACKUPS_DIR, STATE_DIR
 from agent.render import Target
 from agent.step import Context, StepResult
 
@@ -177,12 +177,32 @@ def apply(ctx: Context) -> StepResult:
     # need it; mode-only changes don't.
     if any(c.content_changed for c in todo):
         result.warnings += _validate_staged(ctx, targets)
+    if not host.dry_run:  # every apply, one that changes nothing too
+        removed = prune_backups(host.path(FILE_BACKUPS_DIR), time.time())
+        if removed:
+            result.detail += f"; {len(removed)} backups older than " \
+                             f"{FILE_BACKUP_RETENTION_DAYS} days pruned"
     if todo and not host.dry_run:
-        backup = host.path(f"{STATE_DIR}/backup/{host.run_id or 'last'}")
+        backup = host.path(f"{FILE_BACKUPS_DIR}/{host.run_id or 'last'}")
         shutil.rmtree(backup, ignore_errors=True)
         result.undo = swap_in(host.path, todo, backup, lambda undo: journal.note(
             ctx, NAME, undo, result.services))
     return result
+
+
+def prune_backups(base: str, now: float, days: int = FILE_BACKUP_RETENTION_DAYS) -> list[str]:
+    """Delete the runs' backups (they hold replaced private keys) older than ``days``; the
+    newest one stays whatever its age, so the last change can always be undone by hand."""
+    try:
+        runs = sorted((e for e in os.scandir(base) if e.is_dir(follow_symlinks=False)),
+                      key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    except FileNotFoundError:
+        return []
+    cutoff = now - days * 86400
+    old = [e.path for e in runs[:-1] if e.stat(follow_symlinks=False).st_mtime < cutoff]
+    for path in old:
+        shutil.rmtree(path)
+    return old
 
 
 def _validate_staged(ctx: Context, targets: list[Target]) -> list[str]:

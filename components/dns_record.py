@@ -22,7 +22,8 @@ from localcloud.rfc2136 import (SUPPORTED_TYPES, DnsRecordError, DnsServerUnreac
 
 # Changing one of these addresses a different RRset, so the old one must go: replace.
 REPLACE_KEYS = ("zone", "name", "type")
-UPDATE_KEYS = ("values", "ttl", "server", "port", "tsig_name", "tsig_algorithm", "tsig_secret")
+UPDATE_KEYS = ("values", "ttl", "server", "port", "tsig_name", "tsig_algorithm", "tsig_secret",
+               "forget_when_unreachable")
 
 
 def record_diff(olds: dict, news: dict) -> tuple[list[str], list[str]]:
@@ -38,6 +39,8 @@ def record_diff(olds: dict, news: dict) -> tuple[list[str], list[str]]:
                 return str(old).rstrip(".").lower() == str(new).rstrip(".").lower()
             if key in ("ttl", "port"):
                 return int(old) == int(new)
+            if key == "forget_when_unreachable":  # a state from before the flag: read forgot
+                return bool(olds.get(key, True)) == bool(news.get(key, True))
         except (ValueError, TypeError, KeyError, DnsRecordError, dns.exception.DNSException):
             pass  # unknown during preview, or unparsable: compare as given
         return old == new
@@ -49,7 +52,10 @@ def record_diff(olds: dict, news: dict) -> tuple[list[str], list[str]]:
 class DnsRecordProvider(pulumi.dynamic.ResourceProvider):
     """CRUD for one RRset. Small on purpose: it is what the state records as `__provider`."""
 
-    serialize_as_secret_always = False  # it captures no secret; the TSIG secret is an input
+    # The SDK can make `__provider` a secret (True, its default; with False it still does once a
+    # secret Output is captured). This class captures nothing (pickled by reference: no state,
+    # no closure); every secret, the TSIG key's, is an input the engine keeps encrypted.
+    serialize_as_secret_always = False
 
     def check(self, _olds, news):
         from pulumi.runtime import rpc  # preview passes values not known yet as this marker
@@ -90,9 +96,14 @@ class DnsRecordProvider(pulumi.dynamic.ResourceProvider):
     def read(self, id_, props):
         try:
             live = read(props["server"], props["port"], props["zone"], props["name"], props["type"])
-        except DnsServerUnreachable:
+        except DnsServerUnreachable as err:
             # The local server is gone after a reboot: the record went with it. Safe to forget,
             # since create is an idempotent upsert; `up` restarts the server, then re-creates.
+            # Anywhere else the server is only out of reach (a network blip): refresh must fail,
+            # not drop the record. (A state written before this flag existed: as before.)
+            if not props.get("forget_when_unreachable", True):
+                raise DnsRecordError(f"refresh of {id_ or props['name']}: {err}; the record stays "
+                                     "in the state, retry once the server answers") from err
             live = None
         if live is None:  # gone: refresh drops it from the state and the next `up` re-creates it
             return pulumi.dynamic.ReadResult("", {})
@@ -124,6 +135,9 @@ class DnsRecordArgs:
     tsig_secret: pulumi.Input[str]
     tsig_algorithm: pulumi.Input[str] = "hmac-sha256"
     ttl: pulumi.Input[int] = 300
+    # Only for a server that loses its records when it stops (the local stack's): refresh then
+    # forgets a record it cannot read, and `up` re-creates it.
+    forget_when_unreachable: pulumi.Input[bool] = False
 
 
 class DnsRecord(pulumi.dynamic.Resource, module="rfc2136", name="DnsRecord"):
@@ -140,6 +154,7 @@ class DnsRecord(pulumi.dynamic.Resource, module="rfc2136", name="DnsRecord"):
             "type": args.type, "values": args.values, "ttl": args.ttl,
             "tsig_name": args.tsig_name, "tsig_algorithm": args.tsig_algorithm,
             "tsig_secret": pulumi.Output.secret(args.tsig_secret),
+            "forget_when_unreachable": args.forget_when_unreachable,
             "fqdn": None,  # computed by the provider
         }
         # The provider cannot handle secrets itself; this keeps the output copy encrypted too.

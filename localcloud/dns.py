@@ -8,6 +8,8 @@ start() runs a fresh server serving exactly its spec; reconfigure() changes the 
 of a running one in place, keeping every record added by UPDATE (named.conf is rewritten, zone
 files are only ever created, never rewritten, and journals are kept).
 It binds to one address only and neither recurses nor forwards: nothing leaves the machine.
+Once its port is bound, named runs as NAMED_USER (`-u`): the state dir and its zones are that
+user's group's to write (journals, log), the keys root's and readable by that group only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pwd
 import secrets
 import signal
 import socket
@@ -33,8 +36,8 @@ from agent.contract import dnsbl_query_name
 
 from . import dns_config, process, rfc2136
 # Re-exported: callers build specs through this module (components/local_cloud.py does).
-from .dns_config import (DNSBL_BLOCKED_CODE, TTL, DnsServerError, Grant, KeySpec, ZoneSpec,  # noqa: F401
-                         local_zones, reverse_zone_v4, reverse_zone_v6)
+from .dns_config import (DNSBL_BLOCKED_CODE, NAMED_USER, TTL, DnsServerError, Grant,  # noqa: F401
+                         KeySpec, ZoneSpec, local_zones, reverse_zone_v4, reverse_zone_v6)
 
 START_TIMEOUT = 15.0  # also bounds a reconfigure
 STOP_TIMEOUT = 10.0
@@ -71,10 +74,12 @@ def start(state_dir: Union[str, Path], listen_ipv4: str, port: int, zones: Seque
     for zone in zones:
         Path(f"{dns_config.zone_path(state, zone.origin)}.jnl").unlink(missing_ok=True)
     _record(state, served, zones, keys)
+    _hand_over(state)
     log_start = _log_size(state)
-    # -f: foreground, so the PID is named's own; -4: we listen on IPv4 only.
-    pid = process.spawn(["named", "-f", "-4", "-c", str(state / "named.conf")], state / "named.out",
-                        state / "named.pid")
+    # -f: foreground, so the PID is named's own; -4: we listen on IPv4 only; -u: root only for
+    # what needs it (binding the port).
+    pid = process.spawn(["named", "-f", "-4", "-u", NAMED_USER, "-c", str(state / "named.conf")],
+                        state / "named.out", state / "named.pid")
     try:
         _wait_until_serving(pid, state, served["address"], token, zones, (), log_start)
     except DnsServerError:
@@ -194,6 +199,33 @@ def _configure(state: Path, served: dict, zones: Sequence[ZoneSpec], keys: Seque
     dns_config.install(state, conf, {z.origin: dns_config.zone_file(z, served["ns_name"], ip)
                                      for z in fresh})
     return token
+
+
+def _hand_over(state: Path) -> None:
+    """What named writes as NAMED_USER: the state dir and zones/ (journals, the log and its
+    rotation, session.key) by group; files an earlier named wrote as root become its own. The
+    keys (those of a server that ran as root included): root's, group-readable."""
+    gid = dns_config.named_gid()
+    if gid is None:
+        raise DnsServerError(f"there is no user {NAMED_USER!r} for named to run as; "
+                             "install Debian's bind9 package (it creates the user)")
+    uid = pwd.getpwnam(NAMED_USER).pw_uid
+    for parent in state.parents:  # named, unprivileged, reopens its files by absolute paths
+        st = parent.stat()
+        if not st.st_mode & (0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001):
+            raise DnsServerError(f"named runs as {NAMED_USER!r}, who may not enter {parent} "
+                                 f"(mode {st.st_mode & 0o7777:o}): put its state dir where "
+                                 "others may enter (the stack's runtime dir is)")
+    for directory in (state, state / "zones"):
+        os.chown(directory, 0, gid)
+        os.chmod(directory, 0o770)
+    written = [*state.glob("named.log*"), *state.glob("session.key"), *state.glob("managed-keys*"),
+               *state.glob("*.mkeys*"), *(state / "zones").glob("*.jnl")]
+    for path in written:
+        os.chown(path, uid, gid)
+    for key in [state / "tsig.key", *(state / "keys").glob("*.key")]:
+        if key.exists():
+            dns_config.readable_by_named(key)
 
 
 def _record(state: Path, served: dict, zones: Sequence[ZoneSpec], keys: Sequence[KeySpec]) -> None:

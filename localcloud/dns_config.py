@@ -7,6 +7,7 @@ name is left to named's own tools, so their message is the one the caller sees.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import os
 import re
@@ -20,6 +21,8 @@ from . import rfc2136
 
 TTL = 60  # low, so tests and a redeploy see changes quickly
 NEGATIVE_TTL = 30  # SOA minimum: how long a "no such record" may be cached
+# named drops root to this user (Debian's bind9 makes it) once its port is bound.
+NAMED_USER = "bind"
 # No quotes, spaces or slashes (safe in config and paths), no leading "-" (safe as an argument).
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -118,6 +121,27 @@ def ensure_key(path: Path, name: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(out.stdout)
+    readable_by_named(path)
+
+
+def named_gid() -> int | None:
+    try:
+        return grp.getgrnam(NAMED_USER).gr_gid
+    except KeyError:
+        return None
+
+
+def readable_by_named(path: Path) -> None:
+    """A key file: root's, readable by named's group (it rereads the keys on a reload, as
+    NAMED_USER); nobody else's. Its directory likewise (keys/ or the state dir)."""
+    gid = named_gid()
+    if gid is None or os.geteuid() != 0:
+        return
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o640)
+    if path.parent.name == "keys":
+        os.chown(path.parent, 0, gid)
+        os.chmod(path.parent, 0o750)
 
 
 def read_key(path: Path) -> rfc2136.Tsig:

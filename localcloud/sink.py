@@ -5,6 +5,8 @@ runs it detached (`python localcloud/sink.py --listen IP:PORT [--listen [IPV6]:P
 `python -m localcloud.sink` works too) and stop() ends it by PID. The server half is stdlib only; the
 SMTP dialogue (`_serve`) is apart from what happens to a message (`store_message`), so an
 aiosmtpd handler could replace the former and keep the latter.
+Started as root, it binds its port and then runs as SINK_USER, who owns only the messages
+directory (written through a descriptor opened before: its parents may be root's only).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import pwd
 import signal
 import socket
 import sys
@@ -23,6 +27,7 @@ from typing import NamedTuple, Optional, Union
 MAX_MESSAGE = 20 * 1024 * 1024  # a runaway client must not fill the disk or memory
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+SINK_USER = "nobody"
 
 
 class SinkError(Exception):
@@ -36,19 +41,25 @@ class SinkMessage(NamedTuple):
     peer: str = ""  # the client's address (IPv4 or IPv6), without the port
 
 
-def store_message(directory: Path, mail_from: str, rcpt_tos: list[str], data: bytes,
+def store_message(directory: int, mail_from: str, rcpt_tos: list[str], data: bytes,
                   peer: str) -> str:
-    """One .eml per message plus a .json envelope; the .json appears last, atomically."""
+    """One .eml per message plus a .json envelope in the directory open as `directory`; the
+    .json appears last, atomically."""
     name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
-    (directory / f"{name}.eml").write_bytes(data)
+    _write(directory, f"{name}.eml", data)
     envelope = {"mail_from": mail_from, "rcpt_tos": rcpt_tos, "peer": peer, "received": time.time()}
-    tmp = directory / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(envelope))
-    tmp.rename(directory / f"{name}.json")
+    _write(directory, f".{name}.json.tmp", json.dumps(envelope).encode())
+    os.rename(f".{name}.json.tmp", f"{name}.json", src_dir_fd=directory, dst_dir_fd=directory)
     return name
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, directory: Path) -> None:
+def _write(directory: int, name: str, data: bytes) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=directory)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, directory: int) -> None:
     peer = "%s" % writer.get_extra_info("peername")[0]
 
     async def reply(line: str) -> None:
@@ -122,16 +133,29 @@ def _address(arg: str) -> str:
     return arg.split(" ", 1)[0]
 
 
-async def _main(listen: list[tuple[str, int]], directory: Path) -> None:
+async def _main(listen: list[tuple[str, int]], directory: Path, user: Optional[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    servers = [await asyncio.start_server(lambda r, w: _serve(r, w, directory), ip, port)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    servers = [await asyncio.start_server(lambda r, w: _serve(r, w, dir_fd), ip, port)
                for ip, port in listen]
+    if user:
+        _drop_root(user, dir_fd)
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
     await stopping.wait()
     for server in servers:
         server.close()
+
+
+def _drop_root(user: str, dir_fd: int) -> None:
+    """Once the ports are bound: run as `user`, who may write the messages directory only."""
+    entry = pwd.getpwnam(user)
+    os.fchown(dir_fd, entry.pw_uid, entry.pw_gid)
+    os.fchmod(dir_fd, 0o700)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
 
 
 class SinkStatus(NamedTuple):
@@ -149,6 +173,8 @@ def start(state_dir: Union[str, Path], ip: str, port: int, ipv6: Optional[str] =
     listen = [ip, *([ipv6] if ipv6 else [])]
     # Run as a file, not `-m`: the caller's cwd need not be the project root.
     argv = [sys.executable, str(Path(__file__).resolve()), "--dir", str(state / "messages")]
+    if os.geteuid() == 0:
+        argv += ["--user", SINK_USER]
     for address in listen:
         argv += ["--listen", f"[{address}]:{port}" if ":" in address else f"{address}:{port}"]
     pid = process.spawn(argv, state / "sink.log", state / "sink.pid")
@@ -202,6 +228,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, action="append", help="IP:PORT or [IPV6]:PORT")
     parser.add_argument("--dir", required=True, type=Path, help="where messages are written")
+    parser.add_argument("--user", help="run as this user once the ports are bound")
     args = parser.parse_args()
     addresses = [(host.strip("[]"), int(port)) for host, _, port in (a.rpartition(":") for a in args.listen)]
-    asyncio.run(_main(addresses, args.dir))
+    asyncio.run(_main(addresses, args.dir, args.user))

@@ -34,7 +34,9 @@ def _record(name: str, target: dict, rname: str, rtype: str, values, parent, aft
         port=addr.apply(lambda a: int(a.rsplit(":", 1)[1])),
         zone=target["zone"], name=rname, type=rtype, values=values, ttl=300,
         tsig_name=target["tsig_name"], tsig_algorithm=target["tsig_algorithm"],
-        tsig_secret=target["tsig_secret"]), pulumi.ResourceOptions(parent=parent, depends_on=after))
+        tsig_secret=target["tsig_secret"],
+        forget_when_unreachable=target.get("forget_when_unreachable", False)),
+        pulumi.ResourceOptions(parent=parent, depends_on=after))
 
 
 class Rfc2136Zone(pulumi.ComponentResource):

@@ -57,7 +57,9 @@ class LocalHost(Host):
         self.resolver = dns.url
         self.dns = DnsTarget("rfc2136", {"server": dns.url, "tsig_name": dns.tsig_name,
                                          "tsig_algorithm": dns.tsig_algorithm,
-                                         "tsig_secret": dns.tsig_secret, "zone": cfg.domain},
+                                         "tsig_secret": dns.tsig_secret, "zone": cfg.domain,
+                                         # its records go when it stops (refresh forgets them)
+                                         "forget_when_unreachable": True},
                              cfg.domain, url=dns.url)
         # Backups: a repository on this machine, mounted into the host (make down keeps it).
         self.backup = (BackupTarget(f"{contract.BACKUP_DIR}/repo", cfg.region)

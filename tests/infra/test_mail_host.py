@@ -38,6 +38,26 @@ def test_helper_listens_on_loopback_only(host, port):
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
+def test_opendkim_listens_on_no_tcp_port(host):
+    listeners = host.check_output("ss -Hltnp")
+    assert "opendkim" not in listeners, listeners
+
+
+def test_dkim_milter_socket_only_postfix_can_use(host):
+    # The directory: setgid group postfix, no access for others; the socket: no bits for others.
+    out = host.check_output("stat -c '%a %U %G %F' /run/opendkim /run/opendkim/opendkim.sock")
+    directory, sock = out.splitlines()
+    assert directory == "2750 opendkim postfix directory", out
+    mode, user, group, kind = sock.split(" ", 3)
+    assert (kind, user, group) == ("socket", "opendkim", "postfix") and int(mode, 8) & 0o007 == 0, out
+
+
+def test_rate_limit_policy_socket_only_postfix_can_use(host):
+    queue = host.check_output("postconf -h queue_directory")
+    out = host.check_output(f"stat -c '%a %U %G %F' {queue}/ratelimit/policy")
+    assert out == "660 policyd-rate-limit postfix socket", out
+
+
 def test_dkim_keys_are_private(host):
     out = host.check_output("find /etc/opendkim/keys -type f -name '*.private' "
                             "-printf '%m %u %p\\n'")
@@ -66,6 +86,8 @@ def test_secret_file_mode_0600(host, path):
     ("virtual_transport", "lmtp:unix:private/dovecot-lmtp"),
     ("maillog_file", "/var/log/mail.log"),
     ("queue_directory", "/srv/mail/postfix"),  # on the data volume
+    ("milter_default_action", "tempfail"),  # OpenDKIM down: mail waits, never leaves unsigned
+    ("smtpd_milters", "unix:/run/opendkim/opendkim.sock"),
 ])
 def test_postconf_value(host, name, expected):
     value = " ".join(host.check_output(f"postconf -h {name}").split())

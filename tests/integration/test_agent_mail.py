@@ -300,6 +300,45 @@ def test_mail_from_authenticated_user_carries_a_valid_dkim_signature(host):
     assert dkim.verify(raw, dnsfunc=dnsfunc)
 
 
+def _submit(host, sender: str, rcpt: str, subject: str) -> int:
+    """One submission on 587: 250, or the first refusal's code."""
+    try:
+        with smtp(host, 587) as s:
+            s.starttls(context=mailclient.insecure_tls())
+            s.login(sender, password(sender))
+            s.sendmail(sender, [rcpt], message(sender, rcpt, subject))
+    except smtplib.SMTPResponseException as exc:
+        return exc.smtp_code
+    except smtplib.SMTPRecipientsRefused as exc:
+        return exc.recipients[rcpt][0]
+    return 250
+
+
+def _wait_for_listener(host, path: str, timeout: float = 30) -> None:
+    rc, _, _ = host.run(f"for i in $(seq {int(timeout * 10)}); do ss -Hlx | grep -qF ' {path} ' "
+                        f"&& exit 0; sleep 0.1; done; exit 1")
+    assert rc == 0, f"nothing listens on {path} after {timeout} s"
+
+
+def test_submission_waits_while_opendkim_is_down_and_flows_signed_once_it_is_back(host):
+    """milter_default_action = tempfail: no milter, no mail (4xx); never sent unsigned."""
+    sender, rcpt = first_user(host), second_user(host)
+    sock = "/run/opendkim/opendkim.sock"
+    down = f"while down {uuid.uuid4().hex[:8]}"
+    assert host.run("systemctl stop opendkim")[0] == 0  # returns once the daemon is gone
+    try:
+        code = _submit(host, sender, rcpt, down)
+    finally:
+        host.run("systemctl start opendkim")
+    _wait_for_listener(host, sock)
+    assert 400 <= code < 500, code
+    back = f"once back {uuid.uuid4().hex[:8]}"
+    assert _submit(host, sender, rcpt, back) == 250
+    raw = imap_fetch(host, rcpt, back)
+    assert raw is not None and b"DKIM-Signature:" in raw
+    assert imap_fetch(host, rcpt, down, timeout=2) is None
+
+
 # --- IMAP and ports --------------------------------------------------------------------
 def test_imap_plaintext_port_is_closed(host):
     with pytest.raises(OSError):

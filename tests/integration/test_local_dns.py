@@ -4,8 +4,11 @@ named listens on 127.0.0.1 (it only binds addresses found on interfaces) on a fr
 """
 
 import base64
+import pwd
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,9 +68,22 @@ def start_server(request, state: Path) -> Server:
     return Server(state, port, localdns.read_tsig(state), pid)
 
 
+def _state_dir(request) -> Path:
+    # named runs as NAMED_USER, who may not enter pytest's tmp dirs (0700): one in /tmp itself.
+    state = Path(tempfile.mkdtemp(prefix="bpm-named-"))
+    request.addfinalizer(lambda: shutil.rmtree(state, ignore_errors=True))
+    return state
+
+
+@pytest.fixture
+def tmp_path(request):
+    """Here: a state dir named can use (see _state_dir)."""
+    return _state_dir(request)
+
+
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory):
-    return start_server(request, tmp_path_factory.mktemp("named"))
+def server(request):
+    return start_server(request, _state_dir(request))
 
 
 def query(server: Server, name: str, rtype: str) -> dns.message.Message:
@@ -225,7 +241,26 @@ def test_tsig_key_is_private_and_kept_across_restarts(request, tmp_path):
     localdns.stop(tmp_path)
     second = start_server(request, tmp_path)
     assert second.tsig == first.tsig
-    assert (tmp_path / "tsig.key").stat().st_mode & 0o777 == 0o600
+    key = (tmp_path / "tsig.key").stat()
+    # Root's, readable by named's group only (named rereads it on a reload, unprivileged).
+    assert (key.st_mode & 0o777, key.st_uid, key.st_gid) == (0o640, 0, dns_config.named_gid())
+
+
+def _ids(pid: int) -> tuple[list[str], list[str]]:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return status["Uid"].split(), status["Gid"].split()
+
+
+def test_named_runs_as_its_own_user_not_root(server):
+    uid, gid = pwd.getpwnam(localdns.NAMED_USER).pw_uid, dns_config.named_gid()
+    assert _ids(server.pid) == ([str(uid)] * 4, [str(gid)] * 4)  # real, effective, saved, fs
+
+
+def test_unprivileged_named_journals_an_update(server):
+    rfc2136.upsert(IP, server.port, server.tsig, DOMAIN, "journaled", "A", ["10.77.5.77"], 60)
+    assert rfc2136.read(IP, server.port, DOMAIN, "journaled", "A") == (["10.77.5.77"], 60)
+    journal = Path(f"{dns_config.zone_path(server.state, DOMAIN)}.jnl").stat()
+    assert journal.st_uid == pwd.getpwnam(localdns.NAMED_USER).pw_uid
 
 
 def test_stop_leaves_no_process(request, tmp_path):
@@ -280,7 +315,7 @@ def test_extra_key_may_write_exactly_its_one_txt_name(request, tmp_path):
     localdns.reconfigure(tmp_path, ZONES, [ACME])
     acme = localdns.read_tsig(tmp_path, "acme-mail")
     assert acme.name == "acme-mail" and acme.secret != srv.tsig.secret
-    assert (tmp_path / "keys" / "acme-mail.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "keys" / "acme-mail.key").stat().st_mode & 0o777 == 0o640  # root:bind
 
     rfc2136.upsert(IP, srv.port, acme, DOMAIN, ACME_NAME, "TXT", ["token-1"], 60)
     assert rfc2136.read(IP, srv.port, DOMAIN, ACME_NAME, "TXT") == (["token-1"], 60)

@@ -1,6 +1,8 @@
 """The SMTP sink that plays `elsewhere.test`, spoken to with smtplib as a real client would."""
 
 import ipaddress
+import os
+import pwd
 import random
 import smtplib
 import socket
@@ -61,6 +63,19 @@ def test_rcpt_before_mail_is_refused(running_sink):
     with smtplib.SMTP(ip, port, timeout=10) as client:
         client.ehlo()
         assert client.rcpt("b@elsewhere.test")[0] == 503
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root only when started as root")
+def test_runs_as_nobody_once_its_port_is_bound(running_sink):
+    state, ip, port, pid = running_sink
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    nobody = pwd.getpwnam(sink.SINK_USER)
+    assert status["Uid"].split() == [str(nobody.pw_uid)] * 4
+    assert status["Gid"].split() == [str(nobody.pw_gid)] * 4
+    assert status["Groups"].split() == []
+    with smtplib.SMTP(ip, port, timeout=10) as client:  # and still keeps what it receives
+        client.sendmail("a@example-mail.test", ["b@elsewhere.test"], b"Subject: unprivileged\r\n\r\nx\r\n")
+    assert [m.raw.split(b"\r\n")[0] for m in sink.messages(state)] == [b"Subject: unprivileged"]
 
 
 def test_stop_leaves_no_process(running_sink):

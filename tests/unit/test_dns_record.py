@@ -128,3 +128,55 @@ def test_tsig_secret_stays_a_secret_output():
         assert is_secret
 
     return pulumi.Output.from_input(record.tsig_secret.is_secret()).apply(check)
+
+
+def _silent_port() -> int:
+    """A loopback UDP+TCP port where nothing answers (bound here, never read: queries time out)."""
+    import socket
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    _SILENT.append(udp)
+    return udp.getsockname()[1]
+
+
+_SILENT: list = []
+
+
+@pytest.fixture
+def unreachable(monkeypatch):
+    monkeypatch.setattr(rfc2136, "TIMEOUT", 0.2)
+    yield {**BASE, "port": _silent_port()}
+    while _SILENT:
+        _SILENT.pop().close()
+
+
+def test_refresh_fails_naming_the_server_when_a_dns_server_is_out_of_reach(unreachable):
+    props = {**unreachable, "forget_when_unreachable": False}
+    with pytest.raises(rfc2136.DnsRecordError) as err:
+        DnsRecordProvider().read("mail.example-mail.test./A", props)
+    assert f"127.0.0.1:{props['port']}" in str(err.value) and "stays in the state" in str(err.value)
+
+
+def test_refresh_forgets_a_record_of_the_local_server_that_is_gone(unreachable):
+    props = {**unreachable, "forget_when_unreachable": True}
+    assert DnsRecordProvider().read("mail.example-mail.test./A", props).id == ""
+
+
+def test_refresh_of_a_record_stored_before_the_flag_keeps_the_old_behaviour(unreachable):
+    assert DnsRecordProvider().read("mail.example-mail.test./A", unreachable).id == ""
+
+
+def test_a_record_stored_before_the_flag_is_updated_once_to_record_it():
+    changed, replaces = record_diff(BASE, {**BASE, "forget_when_unreachable": False})
+    assert changed == ["forget_when_unreachable"] and replaces == []
+
+
+def test_a_local_record_stored_before_the_flag_is_unchanged():
+    # Its read forgot already, as the local stack's must: nothing to record, no update.
+    assert record_diff(BASE, {**BASE, "forget_when_unreachable": True}) == ([], [])
+
+
+def test_serialized_provider_captures_no_secret():
+    from pulumi.dynamic.dynamic import _serialize
+    blob, contains_secrets = _serialize(True, serialize_provider, DnsRecordProvider())
+    assert not contains_secrets and BASE["tsig_secret"].encode() not in base64.b64decode(blob)
