@@ -20,15 +20,21 @@ _RECEIVED = re.compile(_QID + r": client=(?P<client>\S+?)(?:, sasl_method=\w+, "
                        r"sasl_username=(?P<user>\S+))?$")
 _DELIVERY = re.compile(_QID + r": to=<(?P<rcpt>[^>]*)>,.* relay=(?P<relay>[^,]+),.*"
                        r" status=(?P<status>sent|deferred|bounced)")
-_REJECT = re.compile(r"NOQUEUE: reject: \w+ from (?P<client>\S+?): (?P<code>\d{3}) (?P<text>.*?);"
-                     r" from=<(?P<sender>[^>]*)>")
+# NOQUEUE before DATA; a queue id, and no reply code, at END-OF-MESSAGE (a bare <LF> refused).
+_REJECT = re.compile(r"(?:NOQUEUE|[0-9A-Za-z]+): reject: [\w-]+ from (?P<client>\S+?): "
+                     r"(?:(?P<code>\d{3}) )?(?P<text>.*?); from=<(?P<sender>[^>]*)>")
 _AUTH_FAILED = re.compile(r"warning: (?P<client>\S+?): SASL \S+ authentication failed")
 _AUTH_RATE = re.compile(r"warning: AUTH command rate limit exceeded: \d+ from (?P<client>\S+) ")
 _RATE = re.compile(r"warning: (?P<what>Connection|Connection count|Message delivery request|"
                    r"Recipient address|New TLS session) (?:rate )?limit exceeded: \d+ from "
                    r"(?P<client>\S+) ")
-_PREGREET = re.compile(r"PREGREET \d+ after \S+ from \[(?P<ip>[^\]]+)\]")
-_DNSBL = re.compile(r"DNSBL rank \d+ for \[(?P<ip>[^\]]+)\]")
+_PREGREET = re.compile(r"PREGREET \d+ after \S+ from \[(?P<ip>[^\]]+)\]:(?P<port>\d+)")
+_DNSBL = re.compile(r"DNSBL rank \d+ for \[(?P<ip>[^\]]+)\]:(?P<port>\d+)")
+# postscreen's after-220 tests (docs/smtp.md): the client failed one of them.
+_AFTER_220 = re.compile(r"(?P<test>COMMAND PIPELINING|NON-SMTP COMMAND|BARE NEWLINE) from "
+                        r"\[(?P<ip>[^\]]+)\]:(?P<port>\d+)")
+# smtpd_forbid_unauth_pipelining: a command sent before the reply to the last one.
+_PIPELINING = re.compile(r"improper command pipelining after \S+ from (?P<client>\S+?):")
 
 # Reject text -> reason, first match wins (most specific first).
 REASONS = (
@@ -42,7 +48,11 @@ REASONS = (
     ("Helo command rejected", "HELO"),
     ("Domain not found", "unknown domain"),
     ("Protocol error", "protocol"),
+    ("bare <LF> received", "bare newline (SMTP smuggling)"),
 )
+# postscreen's after-220 tests, as reasons.
+AFTER_220_REASONS = {"COMMAND PIPELINING": "pipelining", "NON-SMTP COMMAND": "non-SMTP command",
+                     "BARE NEWLINE": "bare newline"}
 
 
 @dataclass
@@ -84,9 +94,16 @@ def parse_line(line: str, now: datetime.datetime) -> Event | None:
     t = parse_time(head.group("ts"), now)
     if prog.endswith("/postscreen"):
         # postscreen's own NOQUEUE lines are the consequence of these; counted once here.
+        # One session may fail several tests (a pregreet, then pipelining): the key makes
+        # it one reject, under the first reason.
         m = _PREGREET.search(msg) or _DNSBL.search(msg)
         if m:
-            return Event(t, "reject", m.group("ip"), "PREGREET" if "PREGREET" in msg else "DNSBL")
+            return Event(t, "reject", m.group("ip"), "PREGREET" if "PREGREET" in msg else "DNSBL",
+                         key=f"postscreen:{m.group('ip')}:{m.group('port')}")
+        m = _AFTER_220.search(msg)
+        if m:
+            return Event(t, "reject", m.group("ip"), AFTER_220_REASONS[m.group("test")],
+                         key=f"postscreen:{m.group('ip')}:{m.group('port')}")
         return None
     if not prog.startswith("postfix"):
         return None
@@ -103,6 +120,9 @@ def parse_line(line: str, now: datetime.datetime) -> Event | None:
         reason = reason_of(m.group("text"))
         user = m.group("sender") if reason == "outbound rate limit" else ""
         return Event(t, "reject", _ip(m.group("client")), reason, user=user)
+    m = _PIPELINING.search(msg)
+    if m:
+        return Event(t, "reject", _ip(m.group("client")), "pipelining")
     m = _AUTH_FAILED.search(msg)
     if m:
         return Event(t, "auth_failed", _ip(m.group("client")))

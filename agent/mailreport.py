@@ -68,6 +68,9 @@ def summarize(events, since: datetime.datetime, now: datetime.datetime,
                 submitted_by[ev.user] += 1
                 submitted_last_hour += ev.time >= last_hour
         elif ev.kind == "reject":
+            if ev.key and (ev.kind, ev.key) in seen:  # one postscreen session, one reject
+                continue
+            seen.add((ev.kind, ev.key))
             counts["rejected"] += 1
             hours[hour]["rejected"] += 1
             reasons[ev.reason] += 1

@@ -143,6 +143,9 @@ def up(stack: str = "itest-agent", log=print, tune=None, volume: bool = False) -
     names = naming.stack_names(stack)
     dns.stop(names.runtime_dir / "agent-dns")  # leftovers of an interrupted run
     localcloud_cli.stop_all(names)
+    # A new container has new host keys: the key an earlier run pinned (ops commands pin on
+    # first contact) would rightly be refused as a changed key.
+    naming.known_hosts(names).unlink(missing_ok=True)
     workdir = tempfile.mkdtemp(prefix="bpm-itest-")
     image.ensure_image(log=log)
     bridge = network.ensure_bridge(names)

@@ -103,3 +103,24 @@ def test_report_names_a_dnsbl_that_refuses_our_resolver_and_counts_no_reject():
     assert "zen.spamhaus.org" in anomaly["detail"] and "127.255.255.254" in anomaly["detail"]
     assert "ANOMALY DNSBL refuses our resolver: zen.spamhaus.org" in mailreport.text(rep)
     assert rep["counts"] == plain["counts"] and rep["rejected_by_reason"] == plain["rejected_by_reason"]
+
+
+# Lines of a real Postfix 3.7.11 container under the raw-SMTP attacks (tests/integration/attacks.py).
+@pytest.mark.parametrize("line, client, reason", [
+    ("Dec 02 16:52:48 mail postfix/smtpd[5282]: D1A1E984299: reject: END-OF-MESSAGE from "
+     "unknown[10.43.133.220]: bare <LF> received; from=<someone@elsewhere.test> "
+     "to=<alice@example.test> proto=ESMTP helo=<client.elsewhere.test>",
+     "10.43.133.220", "bare newline (SMTP smuggling)"),
+    ("Dec 02 16:52:51 mail postfix/smtpd[5282]: improper command pipelining after MAIL from "
+     "unknown[10.43.133.220]: RCPT TO:<alice@example.test>\\r\\n", "10.43.133.220", "pipelining"),
+    ("Dec 02 16:53:01 mail postfix/postscreen[5280]: COMMAND PIPELINING from [10.43.133.221]:49879 "
+     "after EHLO: MAIL FROM:<someone@elsewhere.test>\\r\\nRCPT TO:<alice@example.test>\\r\\n",
+     "10.43.133.221", "pipelining"),
+    ("Dec 02 16:52:54 mail postfix/postscreen[5280]: NON-SMTP COMMAND from [10.43.133.222]:59257 "
+     "after CONNECT: GET / HTTP/1.0", "10.43.133.222", "non-SMTP command"),
+    ("Dec 02 16:52:51 mail postfix/postscreen[5280]: BARE NEWLINE from [10.43.133.224]:42423 after "
+     "EHLO client.elsewhere.test", "10.43.133.224", "bare newline"),
+])
+def test_protocol_attacks_are_counted_as_rejects_with_their_reason(line, client, reason):
+    ev = maillog.parse_line(line, NOW)
+    assert (ev.kind, ev.client, ev.reason) == ("reject", client, reason)
