@@ -148,18 +148,30 @@ def role_aliases(domain: str, first_user: str) -> dict[str, tuple[str, ...]]:
     return {f"{role}@{domain}": (first_user,) for role in ROLE_LOCAL_PARTS}
 
 
-def alias_target_problem(target, domain: str, mailboxes, aliases) -> str | None:
+def role_aliases_of(domains, users) -> dict[str, tuple[str, ...]]:
+    """postmaster@ and abuse@ of every domain: to that domain's first mailbox, or the stack's
+    first one for a domain without mailboxes (an old domain kept for its aliases)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for domain in domains:
+        own = [u for u in users if u.rpartition("@")[2] == domain]
+        if users:
+            out.update(role_aliases(domain, (own or list(users))[0]))
+    return out
+
+
+def alias_target_problem(target, domain, mailboxes, aliases) -> str | None:
     """Why an alias may not forward to ``target``, or None. A target is a mailbox of ours
-    (``+extension`` allowed), another alias of ours, or an address in another domain; never
+    (``+extension`` allowed), another alias of ours, or an address outside our domains; never
     a command, a file or an include (aliases(5) reads '|', '/' and ':include:' so), and never
-    a name in our own domain that nothing receives."""
+    a name in one of our domains that nothing receives. ``domain``: our domain, or all of them."""
     if not is_address(target):
         return ("is not an email address (an alias forwards mail to addresses only: no "
                 "|command, /file or :include:)")
+    ours = {domain} if isinstance(domain, str) else set(domain)
     local, _, dom = target.partition("@")
     base = f"{local.split('+', 1)[0]}@{dom}"
-    if dom == domain and not ({target, base} & (set(mailboxes) | set(aliases))):
-        return f"is neither a mailbox nor an alias of {domain}"
+    if dom in ours and not ({target, base} & (set(mailboxes) | set(aliases))):
+        return f"is neither a mailbox nor an alias of {dom}"
     return None
 
 
