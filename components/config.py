@@ -14,11 +14,10 @@ from typing import Any, Collection, Mapping
 
 from agent import contract
 from agent.contract import Checker
-from components import backends, backups, config_rules, schema
+from components import backends, backups, config_domains, config_rules, schema
+from components.config_domains import DMARC_POLICIES, DomainDns, MailDomain, User  # noqa: F401 (the config's types)
 from components.config_rules import OWN_DNS_KEYS
 from components.schema import Key
-
-DMARC_POLICIES = ("none", "quarantine", "reject")
 
 
 class ConfigError(ValueError):
@@ -27,12 +26,6 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[str]):
         self.errors = errors
         super().__init__("invalid stack configuration:\n  " + "\n  ".join(errors))
-
-
-@dataclass(frozen=True)
-class User:
-    address: str
-    quota_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -48,11 +41,11 @@ class StackConfig:
     backend: str
     region: str
     residency: str
-    domain: str
+    domain: str                   # the primary domain (the first of `domains`)
     hostname: str
-    users: tuple[User, ...]
-    aliases: Mapping[str, Any]
-    dkim_selector: str
+    users: tuple[User, ...]       # every domain's
+    aliases: Mapping[str, Any]    # every domain's
+    dkim_selector: str            # the primary's (so are dmarc_policy and dmarc_rua)
     dmarc_policy: str
     dmarc_rua: str | None
     dnsbl_sites: tuple[DnsblSite, ...]
@@ -72,6 +65,8 @@ class StackConfig:
     backup_region: str | None = None
     secret_keys: frozenset[str] = field(default_factory=frozenset)
     ssh_allow_from: tuple[str, ...] = contract.SSH_ANYWHERE  # who may reach SSH
+    domains: tuple[MailDomain, ...] = ()   # every mail domain, the primary first
+    drop_mailboxes: tuple[str, ...] = ()   # removed domains whose mailboxes may stop being served
 
     @property
     def fqdn(self) -> str:
@@ -89,53 +84,6 @@ def _residency(c: Checker, key: str, value):
         c.err(key, f"{value!r} is not supported; use \"NO\" (Norway only) or \"none\"")
         return None
     return value
-
-
-def _users(c: Checker, key: str, value):
-    if not isinstance(value, list) or not value:
-        c.err(key, "needs at least one mailbox, e.g. users: [{address: alice@example.no}]")
-        return ()
-    out = []
-    for i, u in enumerate(value):
-        path = f"{key}[{i}]"
-        u = {"address": u} if isinstance(u, str) else u
-        if not isinstance(u, dict):
-            c.err(path, f"{u!r} is not a mapping; write {{address: name@<domain>}}")
-            continue
-        c.no_unknown(u, ("address", "quota_mb"), path)
-        quota = u.get("quota_mb", 1024)
-        if not isinstance(quota, int) or isinstance(quota, bool) or quota < 1:
-            c.err(f"{path}.quota_mb", f"{quota!r} must be a positive whole number of MiB, e.g. 1024")
-            continue
-        out.append(User(address=u.get("address"), quota_mb=quota))
-    return tuple(out)
-
-
-def _aliases(c: Checker, key: str, value):
-    """{alias: [targets]}, each an address (who may receive what is judged with the users, in
-    config_rules.cross_checks)."""
-    if not isinstance(value, dict):
-        c.err(key, f"{value!r} must map an address to a mailbox, e.g. {{info@example.no: alice@example.no}}")
-        return {}
-    out = {}
-    for alias, targets in value.items():
-        path = f"{key}[{alias!r}]"
-        if not contract.is_address(alias):
-            c.err(path, f"{alias!r} is not an email address; an alias is name@<domain>, "
-                        f"e.g. info@example.no: alice@example.no")
-            continue
-        listed = [targets] if isinstance(targets, str) else targets
-        if not (isinstance(listed, list) and listed and all(isinstance(t, str) for t in listed)):
-            c.err(path, f"{targets!r} is not an address or a list of addresses; "
-                        f"e.g. {alias}: alice@example.no")
-            continue
-        bad = [(j, t) for j, t in enumerate(listed) if not contract.is_address(t)]
-        for j, t in bad:
-            c.err(f"{path}[{j}]", f"{t!r} is not an email address; an alias forwards mail to "
-                                  f"addresses only (no |command, /file or :include:), e.g. alice@example.no")
-        if not bad:
-            out[alias] = listed
-    return out
 
 
 def _dnsbl_sites(c: Checker, key: str, value):
@@ -195,14 +143,16 @@ COMMON_KEYS = (
     Key("residency", _residency, "NO"),
     Key("region", schema.text("is not a region; set the region the host stands in, e.g. 'no-svg1'"),
         hint="set the region the host stands in, e.g. 'no-svg1'"),
-    Key("domain", schema.domain(), hint="set the mail domain, e.g. domain: example.no"),
-    Key("hostname", schema.label("a host label", "'mail' (the FQDN is hostname.domain)"), "mail"),
-    Key("users", _users, hint="needs at least one mailbox, e.g. users: [{address: alice@example.no}]"),
-    Key("aliases", _aliases, {}),
+    # The mail domains: `domains` (several), or the single-domain keys (config_domains.py).
+    Key("domains", config_domains.read_domains, None),
+    Key("domain", schema.domain(), None),
+    Key("hostname", schema.label("a host label", "'mail' (the FQDN is hostname.<primary domain>)"), "mail"),
+    Key("users", config_domains.read_users, None),
+    Key("aliases", config_domains.read_aliases, {}),
     Key("dkim_selector", schema.label("a DNS label", "'s2026'"), "s1"),
     Key("dmarc_policy", schema.choice(DMARC_POLICIES, "a DMARC policy"), "quarantine"),
     Key("dmarc_rua", schema.address(), None),
-    Key("dnsbl_sites", _dnsbl_sites, ()),
+    Key("dnsbl_sites", _dnsbl_sites, []),
     Key("dnsbl_threshold", schema.positive("", "3"), 3),
     Key("verify", schema.boolean(), True),
     Key("allow_listed_ip", schema.boolean(), False),
@@ -213,6 +163,11 @@ COMMON_KEYS = (
     Key("outbound_per_user_per_hour", schema.positive(
         " of messages per hour per authenticated user", "200"), 200),
     Key("ssh_allow_from", _ssh_allow_from, list(contract.SSH_ANYWHERE)),
+    # Removing a domain that has mailboxes is refused unless it is listed here (after a backup).
+    Key("drop_mailboxes", config_domains.read_names, None),
+    # TSIG secrets of the domains whose zone is on an RFC 2136 server of its own.
+    Key("domain_dns_secrets", config_domains.read_secrets, None, secret=True,
+        hint="pulumi config set --secret --path 'domain_dns_secrets[\"brand.no\"]' 'BASE64...'"),
     *backups.KEYS,
 )
 def all_keys() -> list[Key]:
@@ -234,6 +189,7 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
     """
     c = Checker()
     v = schema.read_keys(c, raw, COMMON_KEYS, stack, secret_keys)
+    domains = config_domains.resolve(c, raw, v)
     backend = backends.host(v["backend"]) if v["backend"] else None
     used = {k.name for k in COMMON_KEYS}
     host = dns_name = dns = None
@@ -242,6 +198,9 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
                                                                   secret_keys, used)
     config_rules.unused_keys(c, raw, used, v["backend"])
     config_rules.cross_checks(c, v)
+    domains = config_domains.check(c, domains, shorthand=not v["domains"],
+                                   is_local=stack == "local" or v["backend"] == "local",
+                                   drop=v["drop_mailboxes"] or (), dns_secrets=v["domain_dns_secrets"])
     if backend:
         config_rules.backup_checks(c, v, backend, secret_keys)
     sites = v["dnsbl_sites"] or ()
@@ -256,7 +215,8 @@ def load(raw: Mapping[str, Any], stack: str, secret_keys: Collection[str] = ()) 
         raise ConfigError(c.errors)
     cfg = StackConfig(
         backend=v["backend"], region=v["region"], residency=v["residency"], domain=v["domain"],
-        hostname=v["hostname"], users=v["users"], aliases=v["aliases"],
+        hostname=v["hostname"], users=tuple(u for d in domains for u in d.users), aliases=v["aliases"],
+        domains=domains, drop_mailboxes=v["drop_mailboxes"] or (),
         dkim_selector=v["dkim_selector"], dmarc_policy=v["dmarc_policy"], dmarc_rua=v["dmarc_rua"],
         dnsbl_sites=sites, dnsbl_threshold=v["dnsbl_threshold"], verify=v["verify"],
         allow_listed_ip=v["allow_listed_ip"],

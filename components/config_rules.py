@@ -1,5 +1,6 @@
 """The config rules that span keys: a backend's own keys, keys used with the wrong backend,
-region and residency, mailboxes in the domain, and the agent's verdict on the spec.
+region and residency, and the agent's verdict on the spec (the domains' own rules:
+components/config_domains.py).
 """
 from __future__ import annotations
 
@@ -90,72 +91,22 @@ def unused_keys(c: Checker, raw: Mapping[str, Any], used: set[str], backend: str
 
 
 def cross_checks(c: Checker, v: dict) -> None:
-    region, residency, domain = v["region"], v["residency"], v["domain"]
+    region, residency = v["region"], v["residency"]
     known = norwegian_regions()
     if isinstance(region, str) and residency == "NO" and region not in known:
         c.err("region", f"{region!r} is outside Norway and residency is \"NO\"; use one of "
                         + ", ".join(f"{k} ({w})" for k, w in known.items())
                         + ", or set residency: \"none\"")
-    users = []
-    for i, u in enumerate(v["users"] or ()):
-        local, _, dom = str(u.address).partition("@")
-        if not domain:
-            continue
-        if not isinstance(u.address, str) or dom != domain:
-            c.err(f"users[{i}].address", f"{u.address!r} is not an address in domain {domain!r}; "
-                                         f"use name@{domain}")
-        elif not contract.is_local_part(local):
-            c.err(f"users[{i}].address", f"{u.address!r}: {local!r} is not a mailbox name; use "
-                                         f"lower-case letters, digits and _ + = - in dot-separated "
-                                         f"parts (no empty part, no leading or trailing dot)")
-        elif local in contract.ROLE_LOCAL_PARTS:
-            c.err(f"users[{i}].address", f"{u.address!r} is a role address (RFC 2142), an alias of "
-                                         f"a person: remove it from users (it goes to the first user), "
-                                         f"or choose who reads it: aliases: {{{u.address}: [name@{domain}]}}")
-        else:
-            users.append(u)
-    if len({u.address for u in users}) != len(users):
-        c.err("users", "the same address is listed twice; list each mailbox once")
-    # Who receives what is judged only on valid users (a bad one is reported already).
-    if domain and users and len(users) == len(v["users"] or ()):
-        _alias_checks(c, v["aliases"] or {}, domain, users)
-    v["users"] = tuple(users)
     _name_lengths(c, v)
 
 
-def _alias_checks(c: Checker, aliases: Mapping, domain: str, users) -> None:
-    """An alias of our domain forwards to mailboxes of ours, other aliases of ours or
-    addresses elsewhere, never in a loop (the agent's rules: agent/contract.py)."""
-    mailboxes = {u.address for u in users}
-    known = {**contract.role_aliases(domain, users[0].address), **aliases}
-    for alias, targets in aliases.items():
-        path = f"aliases[{alias!r}]"
-        if alias.rpartition("@")[2] != domain:
-            c.err(path, f"{alias!r} is not an address in domain {domain!r}; use name@{domain}")
-            continue
-        if alias in mailboxes:
-            c.err(path, f"{alias!r} is also a user; an address is a mailbox or an alias: remove it "
-                        f"from users or from aliases")
-            continue
-        for j, target in enumerate(targets):
-            problem = contract.alias_target_problem(target, domain, mailboxes, known)
-            if problem:
-                c.err(f"{path}[{j}]", f"{target!r} {problem}; use one of {', '.join(sorted(mailboxes))}, "
-                                      f"another alias, or add it to users")
-    for loop in contract.alias_loops(known):
-        c.err(f"aliases[{loop[0]!r}]", f"forwards in a loop ({' -> '.join(loop)}), so its mail "
-                                       f"reaches no one; point one of them at a mailbox")
-
-
 def _name_lengths(c: Checker, v: dict) -> None:
-    """Every name the stack publishes fits in DNS (253 characters): the host's, DKIM's, DMARC's."""
+    """The host's name fits in DNS (253 characters); each domain's DKIM and DMARC names are
+    checked with the domains (config_domains.py)."""
     domain = v["domain"]
     if not isinstance(domain, str):
         return
-    selector = v.get("dkim_selector")
-    for key, relative in (("hostname", v.get("hostname")),
-                          ("dkim_selector", f"{selector}._domainkey" if isinstance(selector, str) else None),
-                          ("domain", "_dmarc")):
+    for key, relative in (("hostname", v.get("hostname")),):
         if isinstance(relative, str) and len(relative) + 1 + len(domain) > 253:
             c.err(key, f"{relative}.{domain[:20]}... would be {len(relative) + 1 + len(domain)} "
                        f"characters, over DNS's 253; use a shorter {key}")
