@@ -20,8 +20,11 @@ HTTPS_PORT = 443          # only with features.https (MTA-STS)
 MAIL_PORTS = (SMTP_PORT, SUBMISSIONS_PORT, SUBMISSION_PORT, IMAPS_PORT)
 # Listen on loopback only, or not at all: never reachable from outside.
 #   110/143 POP3/IMAP without TLS, 53 unbound, 8891 OpenDKIM, 10023 rate-limit policy,
-#   24 LMTP, 4190 ManageSieve
-LOCAL_ONLY_PORTS = (110, 143, 53, 8891, 10023, 24, 4190)
+#   24 LMTP, 4190 ManageSieve, 10001/10002 postsrsd (SRS forward/reverse), 10026 the
+#   forwarded mail's second pass (Postfix)
+SRS_FORWARD_PORT, SRS_REVERSE_PORT, FORWARD_REINJECT_PORT = 10001, 10002, 10026
+LOCAL_ONLY_PORTS = (110, 143, 53, 8891, 10023, 24, 4190, SRS_FORWARD_PORT, SRS_REVERSE_PORT,
+                    FORWARD_REINJECT_PORT)
 
 
 def public_tcp_ports(ssh_port: int = SSH_PORT, https: bool = False) -> tuple[int, ...]:

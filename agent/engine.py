@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import time
 
-from agent import (accounts, backup_step, commands, files, journal, keys, migrate, owners,
-                   packages, preflight, services, volume)
+from agent import (accounts, backup_step, commands, files, journal, keys, mailbox_moves, migrate,
+                   owners, packages, preflight, services, volume)
 from agent.errors import AgentError, UnexpectedError
 from agent.step import Context, Step, StepResult
 
 # volume before anything is written to the data dir; keys before files (the TLS pair);
-# migrate (daemons stopped on the old config) before files; owners after files (postfix's
+# migrate and mailbox_moves (daemons stopped on the old config) before files; owners after files (postfix's
 # tools read the live main.cf); files before commands and services (what changed); the backup
 # timers last, once the mail runs.
-STEPS: tuple[Step, ...] = (preflight, volume, packages, accounts, keys, migrate, files, owners,
-                           commands, services, backup_step)
+STEPS: tuple[Step, ...] = (preflight, volume, packages, accounts, keys, migrate, mailbox_moves,
+                           files, owners, commands, services, backup_step)
 
 
 def execute(ctx: Context, steps: tuple[Step, ...] = STEPS) -> None:

@@ -25,7 +25,7 @@ from agent.step import Context, StepResult
 
 NAME = "files"
 
-SECRET_TEMPLATES = {"@dkim_key", "@tls_key", "@backup_password"}
+SECRET_TEMPLATES = {"@tls_key", "@backup_password", "@srs_secret"}  # and every "@dkim_key:<domain>"
 SECRET_PATHS = {"/etc/dovecot/users", backup_config.ENV_FILE}
 
 
@@ -78,7 +78,7 @@ def diff(change: Change) -> list[str]:
     t = change.target
     if not change.content_changed:
         return [f"--- {t.path}: mode/owner -> {oct(t.mode)} {t.owner}:{t.group}"]
-    if t.template in SECRET_TEMPLATES or t.path in SECRET_PATHS:
+    if t.template in SECRET_TEMPLATES or t.template.startswith("@dkim_key") or t.path in SECRET_PATHS:
         return [f"--- {t.path}: secret content changes (not shown)"]
     old = (change.old or b"").decode(errors="replace").splitlines(keepends=True)
     new = change.new.decode(errors="replace").splitlines(keepends=True)

@@ -17,6 +17,7 @@ PACKAGES = (
     "ca-certificates", "python3-dnspython", "python3-jinja2", "iproute2",
     "policyd-rate-limit",  # outbound limit per SASL user (see templates/etc/policyd-rate-limit)
     "fail2ban", "python3-systemd",  # login brute force (templates/fail2ban); Dovecot's journal
+    "postsrsd",  # SRS for forwarded mail (templates/postsrsd)
 )
 BACKUP_PACKAGES = ("restic",)  # only with a backup section
 # No daemon may start with package defaults (unbound would recurse to the real root

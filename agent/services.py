@@ -13,10 +13,10 @@ from agent.step import Context, StepResult
 
 NAME = "services"
 
-# Start order: the resolver, the milter and the rate-limit policy before the MTA that uses
+# Start order: the resolver, the milter, the rate-limit policy and SRS before the MTA that uses
 # them; sshd (its drop-in); firewall last, then fail2ban, whose table a firewall reload drops.
-UNITS = ("unbound", "opendkim", "dovecot", "policyd-rate-limit", "postfix", "ssh", "nftables",
-         "fail2ban")
+UNITS = ("unbound", "opendkim", "dovecot", "policyd-rate-limit", "postsrsd", "postfix", "ssh",
+         "nftables", "fail2ban")
 # postfix.service is a oneshot wrapper; the real daemon is the postfix@- instance.
 ACTIVE_UNIT = {"postfix": "postfix@-"}
 # Reload is enough for these when they already run (master.cf changes included);

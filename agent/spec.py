@@ -42,6 +42,13 @@ Two files on the host, merged at load (``merge(public, secrets)``):
                  "keep": {"hourly": 24, "daily": 7, "weekly": 4, "monthly": 6}},
       "volume": {"kind": "directory"},           # where the mail lives (DATA_DIR, /srv/mail):
                                                  #   see below
+      "domains": [{"name": "example.test", "dkim_selector": "s1", "catch_all": null},
+                  {"name": "brand.test", "dkim_selector": "s1",
+                   "catch_all": "alice@example.test"}],   # optional: absent -> `domain` alone;
+                                                 # the first is `domain` (selector dkim.selector);
+                                                 # users and aliases may be in any of them
+      "mailbox_moves": [{"from": "old.test", "to": "brand.test"}],  # optional: a renamed
+                                                 # domain's mailboxes move before it is served
       "ssh": {"allow_from": ["0.0.0.0/0", "::/0"],   # CIDRs that reach sshd (nftables)
               "firewall": "managed",             # or "none": nftables is the server's own
               "permit_root_login": "prohibit-password"}  # or "no" (the stack's login: sudo)
@@ -71,12 +78,15 @@ retention of ``restic forget`` (each >= 0, one at least > 0).
      "dkim_private_key_pem": "-----BEGIN PRIVATE KEY-----...",
      "tls_key_pem": "-----BEGIN PRIVATE KEY-----...",   # only with tls.mode == "provided"
      "dqs_key": "...",                  # Spamhaus DQS key, for sites with "dqs": true
+     "dkim_keys": {"brand.test": "-----BEGIN PRIVATE KEY-----..."},  # every domain but the first
+     "srs_secret": "...",               # postsrsd's; absent: aliases forward without SRS
      "backup_password": "...",          # with a backup section: encrypts the repository
      "backup_env": {"AWS_ACCESS_KEY_ID": "...", "AWS_SECRET_ACCESS_KEY": "..."}}  # optional
          # the backend's variables; for rest: RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD
 
 A single file holding everything (``password_hash`` inside each user, ``private_key_pem``
-inside ``dkim``, ``key_pem`` inside ``tls``, ``password`` and ``env`` inside ``backup``) is
+inside ``dkim`` and inside each ``domains`` entry but the first, ``key_pem`` inside ``tls``,
+``password`` and ``env`` inside ``backup``, ``srs_secret`` at the top) is
 accepted too; ``split`` produces the pair.
 """
 from __future__ import annotations
@@ -121,7 +131,23 @@ def to_dict(spec: Spec) -> dict:
         "volume": {k: v for k, v in vars(spec.volume).items() if v is not None},
         "ssh": {"allow_from": list(spec.ssh.allow_from), "firewall": spec.ssh.firewall,
                 "permit_root_login": spec.ssh.permit_root_login},
+        **_domains_dict(spec),
     }
+
+
+def _domains_dict(spec: Spec) -> dict:
+    """`domains`, `mailbox_moves`, `srs_secret`, only when they say more than `domain` and
+    `dkim` do: a one-domain spec reads as it always has."""
+    out: dict = {}
+    if len(spec.domains) > 1 or any(m.catch_all for m in spec.domains):
+        out["domains"] = [{"name": m.name, "dkim_selector": m.dkim_selector, "catch_all": m.catch_all,
+                           **({"private_key_pem": m.private_key_pem} if i else {})}
+                          for i, m in enumerate(spec.domains)]
+    if spec.mailbox_moves:
+        out["mailbox_moves"] = [{"from": old, "to": new} for old, new in spec.mailbox_moves]
+    if spec.srs_secret:
+        out["srs_secret"] = spec.srs_secret
+    return out
 
 
 def _backup_dict(b) -> dict:
@@ -150,6 +176,12 @@ def split(data: dict) -> tuple[dict, dict]:
         secrets["tls_key_pem"] = public["tls"].pop("key_pem")
     if isinstance(public.get("postscreen"), dict) and "dqs_key" in public["postscreen"]:
         secrets["dqs_key"] = public["postscreen"].pop("dqs_key")
+    keys = {m["name"]: m.pop("private_key_pem") for m in public.get("domains") or []
+            if isinstance(m, dict) and "private_key_pem" in m}
+    if keys:
+        secrets["dkim_keys"] = keys
+    if "srs_secret" in public:
+        secrets["srs_secret"] = public.pop("srs_secret")
     backup = public.get("backup")
     for key, name in _BACKUP_SECRETS:
         if isinstance(backup, dict) and key in backup:
@@ -162,7 +194,7 @@ def merge(public: dict, secrets: dict | None) -> dict:
     data = copy.deepcopy(public)
     secrets = secrets or {}
     unknown = set(secrets) - {"passwords", "dkim_private_key_pem", "tls_key_pem", "dqs_key",
-                              *(name for _, name in _BACKUP_SECRETS)}
+                              "dkim_keys", "srs_secret", *(name for _, name in _BACKUP_SECRETS)}
     if unknown:
         raise SpecError([f"secrets.{k}: unknown key" for k in sorted(unknown)])
     for key, name in _BACKUP_SECRETS:
@@ -177,6 +209,15 @@ def merge(public: dict, secrets: dict | None) -> dict:
         data["dkim"]["private_key_pem"] = secrets["dkim_private_key_pem"]
     if "tls_key_pem" in secrets and isinstance(data.get("tls"), dict):
         data["tls"]["key_pem"] = secrets["tls_key_pem"]
+    keys = dict(secrets.get("dkim_keys") or {})
+    for m in data.get("domains") or []:
+        if isinstance(m, dict) and m.get("name") in keys:
+            m["private_key_pem"] = keys.pop(m["name"])
+    if keys:
+        raise SpecError([f"secrets.dkim_keys[{d!r}]: given, but {d} is not one of the spec's domains"
+                         for d in sorted(keys)])
+    if "srs_secret" in secrets:
+        data["srs_secret"] = secrets["srs_secret"]
     if "dqs_key" in secrets:
         data.setdefault("postscreen", {})
         if isinstance(data["postscreen"], dict):

@@ -24,7 +24,8 @@ class SpecChecker(C.Checker):
         d = self.data
         self.no_unknown(d, {"version", "domain", "hostname", "ipv4", "ipv6", "users", "aliases",
                             "dkim", "tls", "postscreen", "resolver", "rate_limits", "limits",
-                            "features", "backup", "volume", "ssh"}, "")
+                            "features", "backup", "volume", "ssh", "domains", "mailbox_moves",
+                            "srs_secret"}, "")
         version = self.get(d, "version", "version", int)
         if isinstance(version, int) and version < 1:
             self.err("version", f"must be 1..{S.SPEC_VERSION}")
@@ -41,20 +42,26 @@ class SpecChecker(C.Checker):
         ipv6 = self.get(d, "ipv6", "ipv6", str, None)
         if isinstance(ipv6, str) and not C.is_ip(ipv6, 6):
             self.err("ipv6", f"not an IPv6 address: {ipv6!r}")
-        users = self.users(d.get("users", _MISSING), domain)
-        aliases = self.aliases(d.get("aliases", {}), domain, users)
+        dkim = self.dkim()
+        domains = self.domains(d.get("domains"), domain, dkim)
+        names = tuple(m.name for m in domains) if domains else ((domain,) if domain else ())
+        users = self.users(d.get("users", _MISSING), names)
+        aliases = self.aliases(d.get("aliases", {}), names, users)
+        self.catch_alls(domains, users, aliases)
         spec_kwargs = dict(
             version=version, domain=domain, hostname=hostname, ipv4=ipv4, ipv6=ipv6,
-            users=users, aliases=aliases, dkim=self.dkim(), tls=self.tls(),
+            users=users, aliases=aliases, dkim=dkim, tls=self.tls(),
             postscreen=self.postscreen(), resolver=self.resolver(),
             rate_limits=self.rate_limits(), limits=self.limits(), features=self.features(),
             backup=spec_backup.check(self, d.get("backup")),
-            volume=self.volume(), ssh=self.ssh())
+            volume=self.volume(), ssh=self.ssh(), domains=domains,
+            mailbox_moves=self.mailbox_moves(d.get("mailbox_moves", []), names),
+            srs_secret=self.srs_secret(d.get("srs_secret")))
         if self.errors:
             raise S.SpecError(self.errors)
         return S.Spec(**spec_kwargs)
 
-    def address(self, value: Any, path: str, domain: str | None, own: bool = True) -> bool:
+    def address(self, value: Any, path: str, domains: tuple[str, ...], own: bool = True) -> bool:
         if not isinstance(value, str) or value.count("@") != 1:
             self.err(path, f"not an email address: {value!r}")
             return False
@@ -62,12 +69,100 @@ class SpecChecker(C.Checker):
         if not C.is_local_part(local) or not C.is_domain(dom):
             self.err(path, f"not a lower-case email address: {value!r}")
             return False
-        if own and domain and dom != domain:
-            self.err(path, f"not an address in domain {domain}")
+        if own and domains and dom not in domains:
+            self.err(path, f"not an address in domain {domains[0]}" if len(domains) == 1 else
+                     f"not an address in one of the domains {', '.join(domains)}")
             return False
         return True
 
-    def users(self, raw: Any, domain: str | None) -> tuple:
+    def domains(self, raw: Any, domain: str | None, dkim: S.Dkim) -> tuple:
+        """Every domain, the primary (``domain``, signed with ``dkim``) first; absent: the primary
+        alone. The others' DKIM keys come from secrets.json's dkim_keys."""
+        primary = S.MailDomain(domain, dkim.selector, dkim.private_key_pem) if domain else None
+        if raw is None:
+            return (primary,) if primary else ()
+        if not isinstance(raw, list) or not raw:
+            self.err("domains", "expected a non-empty list of {name, dkim_selector, catch_all}")
+            return (primary,) if primary else ()
+        out, seen = [], set()
+        for i, m in enumerate(raw):
+            p = f"domains[{i}]"
+            if not isinstance(m, dict):
+                self.err(p, "expected an object")
+                continue
+            self.no_unknown(m, {"name", "dkim_selector", "catch_all", "private_key_pem"}, p)
+            name = self.get(m, "name", f"{p}.name", str)
+            sel = self.get(m, "dkim_selector", f"{p}.dkim_selector", str, "s1")
+            catch_all = self.get(m, "catch_all", f"{p}.catch_all", str, None)
+            if not (isinstance(name, str) and C.is_domain(name)):
+                self.err(f"{p}.name", f"not a lower-case domain name: {name!r}")
+                continue
+            if name in seen:
+                self.err(f"{p}.name", f"duplicate domain {name}")
+                continue
+            seen.add(name)
+            if not C.is_label(sel):
+                self.err(f"{p}.dkim_selector", f"not a DNS label: {sel!r}")
+            if i == 0:
+                if name != domain:
+                    self.err(f"{p}.name", f"the first domain is the primary: {domain!r}, not {name!r}")
+                if sel != dkim.selector:
+                    self.err(f"{p}.dkim_selector", f"the primary's selector is dkim.selector "
+                                                   f"({dkim.selector!r}), not {sel!r}")
+                key = dkim.private_key_pem
+                if "private_key_pem" in m:
+                    self.err(f"{p}.private_key_pem", "the primary's key is dkim.private_key_pem")
+            else:
+                key = self.get(m, "private_key_pem", f"{p}.private_key_pem", str)
+                if isinstance(key, str) and "PRIVATE KEY-----" not in key:
+                    self.err(f"{p}.private_key_pem", "not a PEM private key")
+            out.append(S.MailDomain(name, sel, key, catch_all))
+        return tuple(out)
+
+    def catch_alls(self, domains: tuple, users: tuple, aliases: tuple) -> None:
+        names = tuple(m.name for m in domains)
+        mailboxes = {u.address for u in users if isinstance(u.address, str)}
+        for i, m in enumerate(domains):
+            if m.catch_all is None:
+                continue
+            if self.address(m.catch_all, f"domains[{i}].catch_all", names, own=False):
+                problem = C.alias_target_problem(m.catch_all, names, mailboxes, dict(aliases))
+                if problem:
+                    self.err(f"domains[{i}].catch_all", f"{m.catch_all!r} {problem}")
+
+    def mailbox_moves(self, raw: Any, names: tuple[str, ...]) -> tuple:
+        """[{from, to}]: a renamed domain's mailboxes move to its new name."""
+        if not isinstance(raw, list):
+            self.err("mailbox_moves", "expected a list of {from, to}")
+            return ()
+        out = []
+        for i, m in enumerate(raw):
+            p = f"mailbox_moves[{i}]"
+            if not isinstance(m, dict):
+                self.err(p, "expected an object {from, to}")
+                continue
+            self.no_unknown(m, {"from", "to"}, p)
+            old, new = self.get(m, "from", f"{p}.from", str), self.get(m, "to", f"{p}.to", str)
+            if isinstance(old, str) and (not C.is_domain(old) or old in names):
+                self.err(f"{p}.from", f"{old!r} must be a domain no longer served (the old name)")
+            elif isinstance(new, str) and new not in names:
+                self.err(f"{p}.to", f"{new!r} is not one of the domains {', '.join(names)}")
+            elif isinstance(old, str) and isinstance(new, str):
+                if any(o == old for o, _ in out):
+                    self.err(f"{p}.from", f"{old} moves twice")
+                out.append((old, new))
+        return tuple(out)
+
+    def srs_secret(self, raw: Any) -> str | None:
+        if raw is None:
+            return None
+        # Never echo it: a secret.
+        if not isinstance(raw, str) or len(raw) < 16 or any(ch.isspace() for ch in raw):
+            self.err("srs_secret", "expected at least 16 characters without spaces")
+            return None
+        return raw
+
+    def users(self, raw: Any, domain: tuple[str, ...]) -> tuple:
         if raw is _MISSING:
             self.err("users", "required")
             return ()
@@ -101,7 +196,7 @@ class SpecChecker(C.Checker):
             out.append(S.User(address=addr, password_hash=h, quota_mb=quota))
         return tuple(out)
 
-    def aliases(self, raw: Any, domain: str | None, users: tuple) -> tuple:
+    def aliases(self, raw: Any, domain: tuple[str, ...], users: tuple) -> tuple:
         if not isinstance(raw, dict):
             self.err("aliases", "expected an object {address: [targets]}")
             return ()
@@ -122,11 +217,11 @@ class SpecChecker(C.Checker):
             if addr in mailboxes:
                 self.err(p, "is also a user; an address is either a mailbox or an alias")
             out[addr] = tuple(targets)
-        if domain and users and isinstance(users[0].address, str):
-            for role, first in C.role_aliases(domain, users[0].address).items():
+        if domain and users and all(isinstance(u.address, str) for u in users):
+            for role, first in C.role_aliases_of(domain, [u.address for u in users]).items():
                 out.setdefault(role, first)
         # Who receives what is judged only on valid users (a bad one is reported already).
-        if domain and all(C.is_address(u.address) and u.address.endswith(f"@{domain}")
+        if domain and all(C.is_address(u.address) and u.address.rpartition("@")[2] in domain
                           for u in users):
             known = set(out) | {a for a in raw if isinstance(a, str)}
             for addr, targets in out.items():

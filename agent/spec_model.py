@@ -62,6 +62,15 @@ class Dkim:
 
 
 @dataclass(frozen=True)
+class MailDomain:
+    """One domain the host receives and signs mail for (the first of Spec.domains: the primary)."""
+    name: str
+    dkim_selector: str
+    private_key_pem: str        # secret: its own DKIM key (the primary's is dkim.private_key_pem)
+    catch_all: str | None = None  # where mail to an unknown local part goes
+
+
+@dataclass(frozen=True)
 class Tls:
     mode: str
     cert_pem: str | None = None
@@ -163,3 +172,10 @@ class Spec:
     backup: Backup | None = None         # absent: no backups
     volume: Volume = field(default_factory=Volume)
     ssh: Ssh = field(default_factory=Ssh)  # absent in a spec: the defaults
+    domains: tuple[MailDomain, ...] = ()   # every domain, the primary first (load fills it)
+    mailbox_moves: tuple[tuple[str, str], ...] = ()  # (from domain, to domain): renamed domains
+    srs_secret: str | None = None          # secret: postsrsd's; None: forwarding without SRS
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.domains) or (self.domain,)

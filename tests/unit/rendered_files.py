@@ -78,9 +78,17 @@ def check(spec: Spec, files: dict[str, bytes]) -> None:
         assert line.split(":", 7) == [u.address, u.password_hash, "", "", "", "", "",
                                       f"userdb_quota_rule=*:storage={u.quota_mb}M"], line
     assert [line.split(" ") for line in entries(text["/etc/postfix/virtual_mailboxes"])] == [
-        [u.address, f"{spec.domain}/{u.local_part}/"] for u in users]
-    assert [line.split(" ", 1) for line in entries(text["/etc/postfix/virtual_aliases"])] == [
-        [alias, ", ".join(targets)] for alias, targets in spec.aliases]
+        [u.address, f"{u.address.rpartition('@')[2]}/{u.local_part}/"] for u in users]
+    # Targets in other domains go through the second pass's map (forward_targets).
+    forwarded = dict(line.split(" ", 1) for line in entries(text["/etc/postfix/forward_targets"]))
+    aliases = [line.split(" ", 1) for line in entries(text["/etc/postfix/virtual_aliases"])]
+    expected = [[alias, ", ".join(targets)] for alias, targets in spec.aliases]
+    for m in spec.domains:  # a catch-all: every mailbox to itself first (Postfix's rule)
+        if m.catch_all:
+            expected += [[u.address, u.address] for u in users if u.address.endswith("@" + m.name)]
+            expected.append([f"@{m.name}", m.catch_all])
+    assert [[a, ", ".join(forwarded.get(t, t) for t in v.split(", "))] for a, v in aliases] == expected
+    assert all(t.rpartition("@")[2] not in spec.domain_names for t in forwarded.values())
     for alias, targets in spec.aliases:
         assert all(" " not in t and "," not in t for t in (alias, *targets)), (alias, targets)
     assert [line.split(" ", 1) for line in entries(text["/etc/postfix/sender_login"])] == (
@@ -90,18 +98,23 @@ def check(spec: Spec, files: dict[str, bytes]) -> None:
     postmaster = dict(spec.aliases).get(f"postmaster@{spec.domain}", (users[0].address,))
     assert entries(text["/etc/aliases"]) == ["postmaster: root", "root: " + ", ".join(postmaster)]
     assert not any(t.startswith(("|", "/", ":include:")) or '"' in t for t in postmaster)
-    record = f"{spec.dkim.selector}._domainkey.{spec.domain}"
-    key_path = f"/etc/opendkim/keys/{spec.domain}/{spec.dkim.selector}.private"
+    # One key per domain, each signing its own domain; forwarded mail: the primary's.
+    domains = spec.domains or ()
+    records = [(m.name, m.dkim_selector, f"{m.dkim_selector}._domainkey.{m.name}",
+                f"/etc/opendkim/keys/{m.name}/{m.dkim_selector}.private") for m in domains]
+    assert records[0][:2] == (spec.domain, spec.dkim.selector)
     assert entries(text["/etc/opendkim/KeyTable"]) == [
-        f"{record} {spec.domain}:{spec.dkim.selector}:{key_path}"]
-    assert entries(text["/etc/opendkim/SigningTable"]) == [f"*@{spec.domain} {record}"]
-    assert key_path in files, sorted(files)
+        f"{record} {name}:{selector}:{path}" for name, selector, record, path in records]
+    assert entries(text["/etc/opendkim/SigningTable"]) == [
+        *(f"*@{name} {record}" for name, _, record, _ in records), f"* {records[0][2]}"]
+    for m, (_, _, _, path) in zip(domains, records):
+        assert files[path].decode().strip() == m.private_key_pem.strip()
     assert text["/etc/mailname"] == spec.domain + "\n"
     assert text["/etc/hostname"] == spec.hostname + "\n"
     params = main_cf(text["/etc/postfix/main.cf"])
     assert set(params) == reference_parameters(bool(spec.postscreen.dnsbl_sites))
     assert (params["myhostname"], params["mydomain"], params["virtual_mailbox_domains"]) == (
-        spec.hostname, spec.domain, spec.domain)
+        spec.hostname, spec.domain, ", ".join(spec.domain_names))
     if spec.postscreen.dnsbl_sites:
         assert params["postscreen_dnsbl_sites"].split(", ") == [
             f"{s.zone}{'=' + s.filter if s.filter else ''}*{s.weight}"

@@ -82,8 +82,14 @@ def test_accepted_generated_values_render_to_files_the_real_tools_accept_and_rea
             pf = f"{stage}/etc/postfix"
             assert postmap_dump("texthash", f"{pf}/virtual_mailboxes") == {
                 u.address: f"{spec.domain}/{u.local_part}/" for u in spec.users}
-            assert postmap_dump("texthash", f"{pf}/virtual_aliases") == {
+            # Each alias reaches its targets: ours directly, the others through the second
+            # pass's map (forward_targets), never to an address of ours there.
+            fwd = postmap_dump("texthash", f"{pf}/forward_targets")
+            assert {a: ", ".join(fwd.get(t, t) for t in v.split(", ")) for a, v in
+                    postmap_dump("texthash", f"{pf}/virtual_aliases").items()} == {
                 a: ", ".join(t) for a, t in spec.aliases}
+            assert all(k.endswith("@forward.invalid") and v.rpartition("@")[2] not in spec.domain_names
+                       for k, v in fwd.items())
             assert postmap_dump("texthash", f"{pf}/sender_login") == dict(
                 rendered_files.expected_sender_login(spec))
             # /etc/aliases as newaliases builds it: two local names, addresses only.
