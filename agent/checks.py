@@ -26,6 +26,9 @@ def facts_from_spec(public: dict) -> dict:
         "domain": public["domain"], "hostname": public["hostname"],
         "ipv4": public["ipv4"], "ipv6": public.get("ipv6"),
         "selector": (public.get("dkim") or {}).get("selector", "s1"),
+        # every domain but the primary (the one above): [{name, selector}]
+        "other_domains": [{"name": m["name"], "selector": m.get("dkim_selector", "s1")}
+                          for m in (public.get("domains") or [])[1:]],
         "dnsbl_sites": [dnsbl_site(s) for s in (public.get("postscreen") or {}).get("dnsbl_sites", [])],
         "tls_mode": (public.get("tls") or {}).get("mode", "self-signed"),
         "tcp_ports": list(contract.public_tcp_ports(feats.get("ssh_port", contract.SSH_PORT),
@@ -49,7 +52,9 @@ def run_all(facts: dict, thresholds: dict | None = None, nameserver: str = "127.
     limits = {**THRESHOLDS, **(thresholds or {})}
     dns = checks_dns.Lookup(nameserver, port)
     out = checks_dns.run(dns, facts, helo=checks_host.helo_name(),
-                         dkim_p=checks_host.signing_key_p(facts))
+                         dkim_p=checks_host.signing_key_p(facts),
+                         dkim_p_of=lambda name, selector: checks_host.signing_key_p(
+                             {"domain": name, "selector": selector}))
     out += checks_host.run(facts, limits)
     return out + checks_backup.run(facts, limits)
 

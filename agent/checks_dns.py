@@ -139,7 +139,9 @@ def dnsbl(lookup: Lookup, ip: str, site: dict) -> Check:
     return Check(f"dnsbl:{zone}", PASS, f"{ip} not listed")
 
 
-def run(lookup: Lookup, facts: dict, helo: str, dkim_p: str | None) -> list[Check]:
+def run(lookup: Lookup, facts: dict, helo: str, dkim_p: str | None, dkim_p_of=None) -> list[Check]:
+    """`dkim_p`: the primary's signing key; `dkim_p_of(domain, selector)`: another domain's
+    (facts["other_domains"], each checked as `<check>:<domain>`)."""
     steps = [("fcrdns", lambda: fcrdns(lookup, facts["ipv4"], facts["hostname"], helo))]
     if facts.get("ipv6"):
         steps.append(("fcrdns6", lambda: fcrdns(lookup, facts["ipv6"], facts["hostname"], helo)))
@@ -147,12 +149,22 @@ def run(lookup: Lookup, facts: dict, helo: str, dkim_p: str | None) -> list[Chec
               ("spf", lambda: spf_check(lookup, facts["domain"], facts["ipv4"])),
               ("dkim", lambda: dkim(lookup, facts["domain"], facts["selector"], dkim_p)),
               ("dmarc", lambda: dmarc(lookup, facts["domain"]))]
+    for m in facts.get("other_domains") or []:
+        name, sel = m["name"], m["selector"]
+        p = dkim_p_of(name, sel) if dkim_p_of else None
+        steps += [(f"mx:{name}", lambda name=name: mx(lookup, name, facts["hostname"])),
+                  (f"spf:{name}", lambda name=name: spf_check(lookup, name, facts["ipv4"])),
+                  (f"dkim:{name}", lambda name=name, sel=sel, p=p: dkim(lookup, name, sel, p)),
+                  (f"dmarc:{name}", lambda name=name: dmarc(lookup, name))]
     steps += [(f"dnsbl:{s['zone']}", (lambda s=s: dnsbl(lookup, facts["ipv4"], s)))
               for s in facts["dnsbl_sites"]]
     out = []
     for name, fn in steps:
         try:
-            out.append(fn())
+            check = fn()
         except dns.exception.DNSException as exc:
-            out.append(_err(name, exc, lookup))
+            check = _err(name, exc, lookup)
+        if ":" in name and not name.startswith("dnsbl:"):
+            check.name = name  # another domain's: its name says which
+        out.append(check)
     return out
