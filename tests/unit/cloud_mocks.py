@@ -52,6 +52,8 @@ class Mocks(pulumi.runtime.Mocks):
                 outs.update(private_key=MOCK_DKIM_KEY, public_key=MOCK_DKIM_PUBLIC)
             elif inputs.get("algorithm") == "ed25519":
                 outs.update(private_key=MOCK_SSH_KEY, public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAImock")
+            elif "purpose" in inputs:
+                outs.update(secret=f"mock-{inputs['purpose']}-secret")
             elif "account" in inputs:
                 outs.update(password="mock-mailbox-password", hash="{SHA512-CRYPT}$6$mock-hash")
         elif args.typ == "openstack:networking/port:Port":
