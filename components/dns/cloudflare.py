@@ -14,8 +14,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import dns.exception
 import pulumi
@@ -36,7 +35,6 @@ API_ENV = "CLOUDFLARE_API_BASE"   # another base URL (a test's local fake of the
 class Settings:
     zone_id: str
     zone: str           # the domain: records are written by their full names
-    api_token: Any = None   # a token of this zone's own (an Output); None: the provider's usual places
 
 
 def txt_content(value: str) -> str:
@@ -71,11 +69,6 @@ class CloudflareZone(pulumi.ComponentResource):
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             aliases=[pulumi.Alias(type_="bulletproof:mail:MailDns")]))
         super().__init__("bulletproof:dns:Cloudflare", name, None, opts)
-        self._provider = None
-        if getattr(args.target, "api_token", None) is not None:  # a domain in another account
-            import pulumi_cloudflare as cloudflare
-            self._provider = cloudflare.Provider(f"{name}-provider", api_token=args.target.api_token,
-                                                 opts=pulumi.ResourceOptions(parent=self))
         self.records = {r.key: self._record(f"{name}-{r.key}", args, r.name, r.type, r.values)
                         for r in args.records}
         self.register_outputs({})
@@ -94,8 +87,7 @@ class CloudflareZone(pulumi.ComponentResource):
         else:
             raise ValueError(f"no Cloudflare mapping for {rtype} records")
         return _record_class()(name, fqdn, list(values),
-                               pulumi.ResourceOptions(parent=self, depends_on=args.after,
-                                                      provider=self._provider), **props)
+                               pulumi.ResourceOptions(parent=self, depends_on=args.after), **props)
 
 
 class ApiLookup:
@@ -151,8 +143,6 @@ def _txt_values(rtype: str, props) -> list | None:
 
 BACKEND = DnsBackend(
     name="cloudflare", component=CloudflareZone, lookup=lookup, txt_values=_txt_values,
-    target=lambda settings, secrets: (replace(settings, api_token=secrets["cloudflare_api_token"])
-                                      if secrets.get("cloudflare_api_token") is not None else settings),
     settings=lambda c, v: Settings(zone_id=v["cloudflare_zone_id"], zone=v["domain"]),
     keys=(Key("cloudflare_zone_id", schema.pattern(
         r"[0-9a-f]{32}", "is not a Cloudflare zone ID; copy the 32 hex digits of 'Zone ID' from the "

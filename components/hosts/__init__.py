@@ -43,8 +43,9 @@ def own_dns(cfg, secrets: dict) -> DnsTarget:
 
 
 def domain_dns(stack_dns: DnsTarget, domain, secrets: dict) -> DnsTarget:
-    """Where a non-primary domain's records go: its own `dns` (TSIG secret or Cloudflare token
-    from the secret domain_dns_secrets), or the stack's own DNS target with the domain as zone."""
+    """Where a non-primary domain's records go: its own `dns` (an RFC 2136 server's TSIG secret
+    from the secret domain_dns_secrets; a Cloudflare zone through the provider's token), or the
+    stack's own DNS target with the domain as zone."""
     import dataclasses
 
     from components import backends
@@ -57,7 +58,7 @@ def domain_dns(stack_dns: DnsTarget, domain, secrets: dict) -> DnsTarget:
     secret = (pulumi.Output.from_input(given).apply(lambda all_: (all_ or {}).get(domain.name))
               if given is not None else None)
     name, settings = domain.dns.backend, domain.dns.settings
-    target = backends.dns(name).target(settings, {"dns_tsig_secret": secret, "cloudflare_api_token": secret})
+    target = backends.dns(name).target(settings, {"dns_tsig_secret": secret})
     url = settings.server if name == "rfc2136" else f"{name}:{settings.zone_id}"
     return DnsTarget(name, target, settings.zone, url=url)
 

@@ -153,3 +153,12 @@ def test_a_renamed_domain_moves_its_mailboxes():
     mocks, seen = cm.run(cfg)
     assert seen["spec"]["mailbox_moves"] == [{"from": "old.test", "to": BRAND}]
     assert _inputs(mocks, "mail-mailboxes")["renamed"] == {BRAND: "old.test"}
+
+
+def test_the_local_default_serves_two_domains_and_forwards_one_alias_out():
+    from tests import local_stack
+    cfg = config.load(local_stack.raw(whole=True), "local")
+    assert [d.name for d in cfg.domains] == [PRIMARY, BRAND]
+    assert [u.address for u in cfg.domains[1].users] == [f"carol@{BRAND}"]
+    assert dict(cfg.aliases)[f"fwd@{BRAND}"] == ["someone@elsewhere.test"]
+    assert "elsewhere.test" not in {d.name for d in cfg.domains}  # the rest of the internet
