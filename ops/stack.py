@@ -54,11 +54,12 @@ class Deployed:
         dns_backend, dns_server, dns_zone}; [] for a stack deployed before there were several."""
         o = self.outputs
         settings, txts = o.get("domain_settings") or {}, o.get("dkim_txts") or {}
+        # (mail_domains holds the order: an output's mapping comes back sorted by key)
         return [{"name": name, "selector": s["dkim_selector"], "dkim_txt": txts.get(name),
                  "users": [u for u in o["mail_users"] if u.rpartition("@")[2] == name],
                  "catch_all": s.get("catch_all"), "dns_backend": s["dns_backend"],
                  "dns_server": s["dns_server"], "dns_zone": s["dns_zone"]}
-                for name, s in settings.items()]
+                for name in o.get("mail_domains") or list(settings) if (s := settings.get(name))]
 
     def dns_lookup(self, domain: dict | None = None):
         """(name, rtype) -> [values] of the published records, from the stack's DNS backend, or

@@ -98,12 +98,16 @@ def test_every_domain_has_an_enforcing_or_monitoring_dmarc_record(host, domains)
         assert tags.get("p") in ("none", "quarantine", "reject"), (d["name"], records[0])
 
 
-def test_mail_for_every_mailbox_of_every_domain_is_accepted(host, domains):
+def test_mail_for_every_mailbox_of_every_domain_is_accepted_and_has_a_mailbox(host, domains):
     wanted = [u for d in domains for u in d["users"]]
     if not wanted:
         pytest.skip("no mailboxes named")
     answers = _python(host, _RCPT, wanted)
     assert {a: c for a, c in answers.items() if c != 250} == {}
+    # (loopback may relay, so a 250 alone does not say the mail stays here: the map does)
+    maps = host.check_output("postconf -h virtual_mailbox_maps").replace(",", " ").split()
+    missing = [a for a in wanted if not any(host.run(f"postmap -q {shlex.quote(a)} {m}").rc == 0 for m in maps)]
+    assert missing == []
 
 
 def test_mail_for_nobody_is_refused_unless_the_domain_has_a_catch_all(host, domains):

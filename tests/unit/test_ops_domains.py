@@ -4,15 +4,17 @@ import pytest
 from ops import check
 from ops import stack as deployed_stack
 
-FQDN, IP, P = "mail.a.test", "192.0.2.10", "MIIBIjANBgkq"
-SETTINGS = {"a.test": {"dns_backend": "rfc2136", "dns_server": "192.0.2.53:53", "dns_zone": "a.test",
-                       "dkim_selector": "s1", "catch_all": None},
-            "b.test": {"dns_backend": "rfc2136", "dns_server": "192.0.2.54:53", "dns_zone": "b.test",
-                       "dkim_selector": "b1", "catch_all": "carol@b.test"}}
-OUTS = {"domain": "a.test", "fqdn": FQDN, "host_ipv4": IP, "host_ipv6": None, "ssh_target": f"root@{IP}",
-        "dns_backend": "rfc2136", "dns_server": "192.0.2.53:53", "dns_zone": "a.test", "resolver": "192.0.2.53:53",
-        "dkim_selector": "s1", "dkim_txt": f"v=DKIM1; k=rsa; p={P}", "mail_users": ["alice@a.test", "carol@b.test"],
-        "domain_settings": SETTINGS, "dkim_txts": {"a.test": f"v=DKIM1; k=rsa; p={P}", "b.test": f"v=DKIM1; k=rsa; p={P}B"}}
+FQDN, IP, P = "mail.z.test", "192.0.2.10", "MIIBIjANBgkq"
+# sorted by key, as `pulumi stack output` gives a mapping back: the primary is not first
+SETTINGS = {"b.test": {"dns_backend": "rfc2136", "dns_server": "192.0.2.54:53", "dns_zone": "b.test",
+                       "dkim_selector": "b1", "catch_all": "carol@b.test"},
+            "z.test": {"dns_backend": "rfc2136", "dns_server": "192.0.2.53:53", "dns_zone": "z.test",
+                       "dkim_selector": "s1", "catch_all": None}}
+OUTS = {"domain": "z.test", "fqdn": FQDN, "host_ipv4": IP, "host_ipv6": None, "ssh_target": f"root@{IP}",
+        "dns_backend": "rfc2136", "dns_server": "192.0.2.53:53", "dns_zone": "z.test", "resolver": "192.0.2.53:53",
+        "dkim_selector": "s1", "dkim_txt": f"v=DKIM1; k=rsa; p={P}", "mail_users": ["alice@z.test", "carol@b.test"],
+        "domain_settings": SETTINGS, "dkim_txts": {"z.test": f"v=DKIM1; k=rsa; p={P}", "b.test": f"v=DKIM1; k=rsa; p={P}B"},
+        "mail_domains": ["z.test", "b.test"]}
 RECORDS = {("b.test", "MX"): [f"10 {FQDN}"], ("b.test", "TXT"): ["v=spf1 mx -all"],
            ("b1._domainkey.b.test", "TXT"): [f"v=DKIM1; k=rsa; p={P}B"],
            ("_dmarc.b.test", "TXT"): ["v=DMARC1; p=reject"], (FQDN, "A"): [IP]}
@@ -21,7 +23,7 @@ RECORDS = {("b.test", "MX"): [f"10 {FQDN}"], ("b.test", "TXT"): ["v=spf1 mx -all
 def test_the_outputs_give_every_domain_with_its_users_and_dns():
     d = deployed_stack.Deployed("s", OUTS)
     assert [(x["name"], x["users"], x["dns_server"]) for x in d.domains] == [
-        ("a.test", ["alice@a.test"], "192.0.2.53:53"), ("b.test", ["carol@b.test"], "192.0.2.54:53")]
+        ("z.test", ["alice@z.test"], "192.0.2.53:53"), ("b.test", ["carol@b.test"], "192.0.2.54:53")]
     assert [x["catch_all"] for x in d.expectations["domains"]] == [None, "carol@b.test"]
 
 
