@@ -162,3 +162,16 @@ def test_the_local_default_serves_two_domains_and_forwards_one_alias_out():
     assert [u.address for u in cfg.domains[1].users] == [f"carol@{BRAND}"]
     assert dict(cfg.aliases)[f"fwd@{BRAND}"] == ["someone@elsewhere.test"]
     assert "elsewhere.test" not in {d.name for d in cfg.domains}  # the rest of the internet
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["one-domain", "two-domains"])
+def test_the_local_bind_gets_a_zone_for_every_other_domain_only_when_there_is_one(whole):
+    from tests import local_stack
+    cfg = config.load(local_stack.raw(whole=whole), "local")
+    mocks, _ = cm.run(cfg)
+    zones = _inputs(mocks, "mail-dns")["zones"]
+    assert zones == {"domain": PRIMARY, "subnet": "10.77.0.0/24", "subnet6": "fd00:77::/64",
+                     **({"extra_domains": [BRAND]} if whole else {})}
+    if whole:
+        mx = _inputs(mocks, f"mail-dns-records-{BRAND}-mx")
+        assert (mx["server"], mx["zone"], mx["name"], mx["values"]) == ("10.77.0.1", BRAND, "@", [f"10 mail.{PRIMARY}."])
