@@ -85,6 +85,7 @@ def test_removing_a_domain_with_mailboxes_is_refused_at_preview_with_the_fix(sta
     assert preview.returncode != 0
     lines = [line for line in (preview.stdout + preview.stderr).splitlines() if FIX in line]
     assert lines and all(SECOND in line and "1 mailbox " in line for line in lines), preview.stdout
+    print(f"\n[e2e] refused: {lines[0].strip()}")
 
 
 def _unprotect_dkim_key(stack, domain: str) -> None:
