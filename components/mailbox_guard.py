@@ -43,7 +43,8 @@ class _MailboxGuardProvider(ResourceProvider):
         from pulumi.runtime import rpc
         if rpc.UNKNOWN in (news.get("domains"), news.get("drop"), news.get("renamed")):
             return CheckResult(news, [])
-        return CheckResult(news, [CheckFailure("domains", line) for line in removal_problems(olds or {}, news)])
+        # No property named: the engine would print the whole value before the reason.
+        return CheckResult(news, [CheckFailure("", line) for line in removal_problems(olds or {}, news)])
 
     def create(self, props):
         return CreateResult(id_="mailboxes", outs=dict(props))
