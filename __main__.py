@@ -73,6 +73,14 @@ pulumi.export("dkim_selector", cfg.dkim_selector)
 pulumi.export("dkim_txt", mail.dkim_txt)
 pulumi.export("agent_spec", mail.spec)
 pulumi.export("mail_users", [u.address for u in cfg.users])
+pulumi.export("mail_domains", [d.name for d in cfg.domains])
+pulumi.export("dkim_txts", mail.dkim_txts)
+# Per domain: where its records are, its selector and catch-all (the operator commands check each).
+pulumi.export("domain_settings", {d.name: {"dns_backend": mail.dns_targets[d.name].backend,
+                                           "dns_server": mail.dns_targets[d.name].url,
+                                           "dns_zone": mail.dns_targets[d.name].zone,
+                                           "dkim_selector": d.dkim_selector, "catch_all": d.catch_all}
+                                  for d in cfg.domains})
 pulumi.export("mail_passwords", pulumi.Output.secret(mail.passwords))
 if mail.verification is not None:
     pulumi.export("verification", pulumi.Output.all(mail.verification.passed, mail.verification.failed).apply(

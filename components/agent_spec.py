@@ -10,6 +10,7 @@ import json
 
 import pulumi
 
+from agent import contract as agent_contract
 from agent import spec as agent_spec
 
 # Placeholders that satisfy the agent's checks when validating the readable part at preview.
@@ -27,9 +28,10 @@ def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
     public_ip_nat (the cloud translates ipv4/ipv6 to the host's private addresses, Azure).
     """
     aliases: dict[str, list[str]] = {k: [v] if isinstance(v, str) else list(v) for k, v in cfg.aliases.items()}
-    first = cfg.users[0].address
-    for role in ("postmaster", "abuse"):  # RFC 2142
-        aliases.setdefault(f"{role}@{cfg.domain}", [first])
+    names = [d.name for d in cfg.domains]
+    # RFC 2142, for every domain: to its own first mailbox (or the stack's first one).
+    for role, targets in agent_contract.role_aliases_of(names, [u.address for u in cfg.users]).items():
+        aliases.setdefault(role, list(targets))
     spec = {
         "version": agent_spec.SPEC_VERSION,
         "domain": cfg.domain,
@@ -52,14 +54,28 @@ def public_spec(cfg, ipv4: str, ipv6: str | None, forwarders: list[str],
             "forwarders": forwarders,
             "stub_zones": stub_zones or [],
             # .test zones (RFC 6761) are never signed; real domains keep DNSSEC validation.
-            "insecure_domains": ["test"] if cfg.is_local or cfg.domain.endswith(".test") else [],
+            "insecure_domains": ["test"] if cfg.is_local or any(n.endswith(".test") for n in names) else [],
         },
         # The backend may add its login user's root rule and the firewall mode (hosts.ssh_section).
         "ssh": {"allow_from": list(cfg.ssh_allow_from)},
     }
+    spec.update(domain_sections(cfg))
     spec.update(host or {})
     validate(spec)
     return spec
+
+
+def domain_sections(cfg) -> dict:
+    """`domains` and `mailbox_moves`, only when they say more than `domain` and `dkim` do: a
+    one-domain stack's spec stays as it was."""
+    out: dict = {}
+    if len(cfg.domains) > 1 or any(d.catch_all for d in cfg.domains):
+        out["domains"] = [{"name": d.name, "dkim_selector": d.dkim_selector, "catch_all": d.catch_all}
+                          for d in cfg.domains]
+    moves = [{"from": d.previous_name, "to": d.name} for d in cfg.domains if d.previous_name]
+    if moves:
+        out["mailbox_moves"] = moves
+    return out
 
 
 def host_spec_json(cfg, ipv4, ipv6, forwarders, host: dict | None = None) -> pulumi.Output:
@@ -74,8 +90,15 @@ def host_spec_json(cfg, ipv4, ipv6, forwarders, host: dict | None = None) -> pul
 
 def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str,
             backup_password: str | None = None, backup_env: dict | None = None,
-            dqs_key: str | None = None) -> dict:
+            dqs_key: str | None = None, dkim_keys: dict[str, str] | None = None,
+            srs_secret: str | None = None) -> dict:
+    """`dkim_keys`: {domain: PEM} of every domain but the primary (whose key is
+    dkim_private_key_pem); `srs_secret`: postsrsd's (absent: forwarding without SRS)."""
     out = {"passwords": dict(password_hashes), "dkim_private_key_pem": dkim_private_key_pem}
+    if dkim_keys:
+        out["dkim_keys"] = dict(dkim_keys)
+    if srs_secret:
+        out["srs_secret"] = srs_secret
     if dqs_key:
         out["dqs_key"] = dqs_key
     if backup_password is not None:
@@ -87,15 +110,18 @@ def secrets(password_hashes: dict[str, str], dkim_private_key_pem: str,
 
 def validate(public: dict) -> None:
     dqs = any(s.get("dqs") for s in public["postscreen"]["dnsbl_sites"])
+    others = [d["name"] for d in public.get("domains") or []][1:]
     placeholders = secrets({u["address"]: _PLACEHOLDER_HASH for u in public["users"]}, _PLACEHOLDER_KEY,
                            backup_password=_PLACEHOLDER_BACKUP if public.get("backup") else None,
-                           dqs_key=_PLACEHOLDER_DQS if dqs else None)
+                           dqs_key=_PLACEHOLDER_DQS if dqs else None,
+                           dkim_keys={d: _PLACEHOLDER_KEY for d in others})
     try:
         agent_spec.load(agent_spec.merge(public, placeholders))
     except agent_spec.SpecError as err:
         # A placeholder key is not a real PEM, the backend's credentials are secrets not known
         # here: only the readable part's errors matter.
         real = [e for e in err.errors if "private_key" not in e and "password_hash" not in e
+                and "dkim_keys" not in e
                 and not e.startswith("backup.env")]
         if real:
             raise agent_spec.SpecError(real) from None

@@ -84,8 +84,14 @@ class DnsRecordProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.UpdateResult(self._write(news))
 
     def delete(self, _id, props):
-        delete(props["server"], props["port"], _tsig(props), props["zone"], props["name"],
-               props["type"])
+        try:
+            delete(props["server"], props["port"], _tsig(props), props["zone"], props["name"],
+                   props["type"])
+        except DnsRecordError:
+            # The local server no longer serves the zone (a mail domain removed from the
+            # stack): its records went with it. Anywhere else a refusal stays an error.
+            if not props.get("forget_when_unreachable") or _serves(props):
+                raise
 
     def diff(self, _id, olds, news):
         changed, replaces = record_diff(olds, news)
@@ -117,6 +123,13 @@ class DnsRecordProvider(pulumi.dynamic.ResourceProvider):
         return {**props, "type": props["type"].upper(),
                 "values": normalise(props["type"], props["values"]),
                 "fqdn": fqdn(props["zone"], props["name"]).to_text()}
+
+
+def _serves(props: dict) -> bool:
+    try:
+        return read(props["server"], props["port"], props["zone"], "@", "SOA") is not None
+    except (DnsRecordError, DnsServerUnreachable, dns.exception.DNSException):
+        return False
 
 
 def _tsig(props: dict) -> Tsig:

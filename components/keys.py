@@ -88,3 +88,25 @@ class MailPassword(Resource, module="keys", name="MailPassword"):
             opts, pulumi.ResourceOptions(additional_secret_outputs=["password", "hash"]))
         super().__init__(_PasswordProvider(), name,
                          {"account": account, "password": None, "hash": None}, opts)
+
+
+class _SecretProvider(ResourceProvider):
+    """A random secret (32 bytes, URL-safe base64), made once; a new `purpose` makes a new one."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        import secrets
+        return CreateResult(id_=secrets.token_hex(8), outs={**props, "secret": secrets.token_urlsafe(32)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = olds.get("purpose") != news.get("purpose")
+        return DiffResult(changes=changed, replaces=["purpose"] if changed else [])
+
+
+class RandomSecret(Resource, module="keys", name="RandomSecret"):
+    """A secret generated once and kept in the state (e.g. the SRS signing secret)."""
+
+    secret: pulumi.Output[str]
+
+    def __init__(self, name: str, purpose: str, opts: pulumi.ResourceOptions | None = None):
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["secret"]))
+        super().__init__(_SecretProvider(), name, {"purpose": purpose, "secret": None}, opts)

@@ -63,7 +63,8 @@ _DNS_OUTS = ("url", "tsig_name", "tsig_algorithm", "tsig_secret")
 def _zones(props: dict, gateway_ip: str) -> list:
     from localcloud import dns
     z = props["zones"]
-    return dns.local_zones(z["domain"], z["subnet"], z["subnet6"], gateway_ip)
+    return dns.local_zones(z["domain"], z["subnet"], z["subnet6"], gateway_ip,
+                           extra_domains=tuple(z.get("extra_domains") or ()))
 
 
 class _ServiceProvider(ResourceProvider):

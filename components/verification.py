@@ -24,9 +24,12 @@ class VerificationError(RuntimeError):
     pass
 
 
-def infra_expectations(domain: str, fqdn: str, users: list[str], dkim_txt: str) -> dict:
-    """What tests/infra checks the host against (BPM_INFRA_EXPECT)."""
-    return {"domain": domain, "hostname": fqdn, "users": list(users), "dkim_txt": dkim_txt}
+def infra_expectations(domain: str, fqdn: str, users: list[str], dkim_txt: str,
+                       domains: list[dict] | None = None) -> dict:
+    """What tests/infra checks the host against (BPM_INFRA_EXPECT). `domains`: per mail domain
+    {name, selector, dkim_txt, users, ...}, the primary first (absent: the one `domain`)."""
+    return {"domain": domain, "hostname": fqdn, "users": list(users), "dkim_txt": dkim_txt,
+            **({"domains": list(domains)} if domains else {})}
 
 
 def run_suite(host: str, private_key_pem: str, expect: dict, known_hosts: str,

@@ -87,10 +87,17 @@ def dnsbl_test_records(ipv4_network: str) -> tuple[tuple[str, str, str], ...]:
 
 
 def local_zones(domain: str, ipv4_network: str, ipv6_network: str, sink_ip: str,
-                dnsbl: str = "dnsbl.test", elsewhere: str = "elsewhere.test") -> list[ZoneSpec]:
-    """The zones the local stack needs; the stack's own records come later, by UPDATE."""
+                dnsbl: str = "dnsbl.test", elsewhere: str = "elsewhere.test",
+                extra_domains: Sequence[str] = ()) -> list[ZoneSpec]:
+    """The zones the local stack needs; the stack's own records come later, by UPDATE.
+    `extra_domains`: the stack's other mail domains, each an empty zone of its own (after the
+    primary's, which names the server: ns.<domain>)."""
+    if elsewhere in extra_domains or dnsbl in extra_domains:
+        raise DnsServerError(f"{elsewhere} and {dnsbl} are the local cloud's own zones; "
+                             "name the mail domain otherwise")
     return [
         ZoneSpec(domain),
+        *(ZoneSpec(d) for d in extra_domains if d != domain),
         ZoneSpec(reverse_zone_v4(ipv4_network)),
         ZoneSpec(reverse_zone_v6(ipv6_network)),
         ZoneSpec(dnsbl, dnsbl_test_records(ipv4_network)),

@@ -3,8 +3,8 @@
     python -m ops.check --stack NAME [--json]
 
 From here: the public ports answer (and the others do not), an outside relay attempt is
-refused with 554, and FCrDNS / MX / SPF / DKIM / DMARC as the stack's DNS backend publishes
-them (its authoritative server, or its API; names outside the zone through the resolver). From
+refused with 554, and FCrDNS / MX / SPF / DKIM / DMARC (of every mail domain) as the stack's
+DNS backend publishes them (its authoritative server, or its API; names outside the zone through the resolver). From
 the host, over SSH: `bulletproof-agent status --json` (services, TLS, ports as the host sees
 them, queue, fsync, DNSBLs through its own resolver). Exit 1 only on fail-level results;
 warnings (a self-signed certificate on the local stack, a slow disk) are printed and pass.
@@ -75,7 +75,28 @@ def dns_checks(d: deployed_stack.Deployed) -> list[Check]:
     found = checks_dns.run(d.dns_lookup(), facts, helo=outs["fqdn"], dkim_p=p)
     for c in found:
         c.name = f"outside:{c.name}"
-    return found
+    return found + [c for domain in d.domains[1:] for c in domain_checks(d, domain)]
+
+
+def domain_checks(d: deployed_stack.Deployed, domain: dict) -> list[Check]:
+    """MX, SPF, DKIM and DMARC of another mail domain, from where its records are published."""
+    import dns.exception
+    lookup, name, fqdn = d.dns_lookup(domain), domain["name"], d.outputs["fqdn"]
+    p = dict(part.strip().split("=", 1) for part in (domain["dkim_txt"] or "").split(";") if "=" in part).get("p")
+    steps = [("mx", lambda: checks_dns.mx(lookup, name, fqdn)),
+             ("spf", lambda: checks_dns.spf_check(lookup, name, d.outputs["host_ipv4"])),
+             ("dkim", lambda: checks_dns.dkim(lookup, name, domain["selector"], p)),
+             ("dmarc", lambda: checks_dns.dmarc(lookup, name))]
+    out = []
+    for kind, step in steps:
+        try:
+            c = step()
+        except dns.exception.DNSException as exc:
+            c = Check(kind, FAIL, f"DNS lookup failed: {type(exc).__name__}: {exc}",
+                      f"check the DNS server that holds {name}")
+        c.name = f"outside:{kind}:{name}"
+        out.append(c)
+    return out
 
 
 def host_checks(d: deployed_stack.Deployed) -> list[Check]:

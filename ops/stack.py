@@ -45,13 +45,31 @@ class Deployed:
     @property
     def expectations(self) -> dict:
         o = self.outputs
-        return infra_expectations(o["domain"], o["fqdn"], o["mail_users"], o["dkim_txt"])
+        return infra_expectations(o["domain"], o["fqdn"], o["mail_users"], o["dkim_txt"],
+                                  domains=self.domains or None)
 
-    def dns_lookup(self):
-        """(name, rtype) -> [values] of the published records, from the stack's DNS backend."""
-        name = self.outputs.get("dns_backend") or (
-            "cloudflare" if self.outputs["dns_server"].startswith("cloudflare:") else "rfc2136")
-        return backends.dns(name).lookup(self.outputs)
+    @property
+    def domains(self) -> list[dict]:
+        """Per mail domain, the primary first: {name, selector, dkim_txt, users, catch_all,
+        dns_backend, dns_server, dns_zone}; [] for a stack deployed before there were several."""
+        o = self.outputs
+        settings, txts = o.get("domain_settings") or {}, o.get("dkim_txts") or {}
+        # (mail_domains holds the order: an output's mapping comes back sorted by key)
+        return [{"name": name, "selector": s["dkim_selector"], "dkim_txt": txts.get(name),
+                 "users": [u for u in o["mail_users"] if u.rpartition("@")[2] == name],
+                 "catch_all": s.get("catch_all"), "dns_backend": s["dns_backend"],
+                 "dns_server": s["dns_server"], "dns_zone": s["dns_zone"]}
+                for name in o.get("mail_domains") or list(settings) if (s := settings.get(name))]
+
+    def dns_lookup(self, domain: dict | None = None):
+        """(name, rtype) -> [values] of the published records, from the stack's DNS backend, or
+        from where `domain` (one of `domains`) has its records."""
+        outs = self.outputs if domain is None else {
+            **self.outputs, "domain": domain["name"], "dns_backend": domain["dns_backend"],
+            "dns_server": domain["dns_server"], "dns_zone": domain["dns_zone"]}
+        name = outs.get("dns_backend") or (
+            "cloudflare" if outs["dns_server"].startswith("cloudflare:") else "rfc2136")
+        return backends.dns(name).lookup(outs)
 
 
 def outputs(stack: str) -> dict:

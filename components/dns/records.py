@@ -18,19 +18,31 @@ def dmarc_txt(policy: str, rua: str | None) -> str:
 
 
 def mail_records(cfg, ipv4: pulumi.Input[str], ipv6: pulumi.Input[str] | None,
-                 dkim_public_key: pulumi.Input[str]) -> list[Record]:
-    """The records of `cfg.domain`, by key (the order is the declaration order)."""
+                 dkim_public_key: pulumi.Input[str], domain=None) -> list[Record]:
+    """The records of one mail domain (`domain`, a MailDomain; default the primary), by key (the
+    order is the declaration order). Only the primary's zone holds the host's A/AAAA."""
+    d = domain or cfg.domains[0]
+    primary = d.name == cfg.domain
     records = [
-        Record("a", cfg.hostname, "A", [ipv4]),
         Record("mx", "@", "MX", [f"10 {cfg.fqdn}."]),
         Record("spf", "@", "TXT", ["v=spf1 mx -all"]),
-        Record("dkim", f"{cfg.dkim_selector}._domainkey", "TXT",
+        Record("dkim", f"{d.dkim_selector}._domainkey", "TXT",
                [pulumi.Output.from_input(dkim_public_key).apply(dkim_txt)]),
-        Record("dmarc", "_dmarc", "TXT", [dmarc_txt(cfg.dmarc_policy, cfg.dmarc_rua)]),
+        Record("dmarc", "_dmarc", "TXT", [dmarc_txt(d.dmarc_policy, d.dmarc_rua)]),
     ]
-    if ipv6 is not None:
-        records.insert(1, Record("aaaa", cfg.hostname, "AAAA", [ipv6]))
+    if primary:
+        records[:0] = [Record("a", cfg.hostname, "A", [ipv4]),
+                       *([Record("aaaa", cfg.hostname, "AAAA", [ipv6])] if ipv6 is not None else [])]
+    # Another of our domains sends its DMARC reports here: RFC 7489 7.1 wants this zone to say so.
+    records += [Record(f"report-{other}", f"{other}._report._dmarc", "TXT", ["v=DMARC1"])
+                for other in report_senders(cfg, d.name)]
     return records
+
+
+def report_senders(cfg, domain: str) -> list[str]:
+    """Our other domains whose DMARC rua is an address in `domain` (external reports authorised)."""
+    return [d.name for d in cfg.domains
+            if d.name != domain and d.dmarc_rua and d.dmarc_rua.rpartition("@")[2].lower() == domain.lower()]
 
 
 def reverse_zone(ip: str) -> tuple[str, str]:

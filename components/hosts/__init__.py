@@ -42,6 +42,27 @@ def own_dns(cfg, secrets: dict) -> DnsTarget:
     return DnsTarget(cfg.dns_backend, backend.target(cfg.dns, secrets), cfg.dns.zone, url=url)
 
 
+def domain_dns(stack_dns: DnsTarget, domain, secrets: dict) -> DnsTarget:
+    """Where a non-primary domain's records go: its own `dns` (an RFC 2136 server's TSIG secret
+    from the secret domain_dns_secrets; a Cloudflare zone through the provider's token), or the
+    stack's own DNS target with the domain as zone."""
+    import dataclasses
+
+    from components import backends
+    if domain.dns is None:
+        settings = stack_dns.settings
+        settings = ({**settings, "zone": domain.name} if isinstance(settings, dict)
+                    else dataclasses.replace(settings, zone=domain.name))
+        return DnsTarget(stack_dns.backend, settings, domain.name, url=stack_dns.url)
+    given = secrets.get("domain_dns_secrets")
+    secret = (pulumi.Output.from_input(given).apply(lambda all_: (all_ or {}).get(domain.name))
+              if given is not None else None)
+    name, settings = domain.dns.backend, domain.dns.settings
+    target = backends.dns(name).target(settings, {"dns_tsig_secret": secret})
+    url = settings.server if name == "rfc2136" else f"{name}:{settings.zone_id}"
+    return DnsTarget(name, target, settings.zone, url=url)
+
+
 @dataclass
 class BackupTarget:
     """Where the host's backups go: a restic repository, the region it stands in (residency),

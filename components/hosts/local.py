@@ -44,9 +44,13 @@ class LocalHost(Host):
         net = lambda gw: str(ipaddress.ip_interface(gw).network)  # noqa: E731
         svc = dict(stack=stack, checkout=checkout, gateway=bridge.gateway)
         sink = SmtpSink(f"{name}-sink", **svc, gateway6=bridge.gateway6, opts=self.moved(args, _DYNAMIC))
+        # Every mail domain without a DNS target of its own has a zone here; the key only when
+        # there are other domains, so a one-domain stack's server keeps exactly its inputs.
+        extra = [d.name for d in cfg.domains[1:] if d.dns is None]
         dns = DnsServer(f"{name}-dns", **svc, zones=pulumi.Output.all(
             bridge.gateway, bridge.gateway6).apply(lambda g: {
-                "domain": cfg.domain, "subnet": net(g[0]), "subnet6": net(g[1])}),
+                "domain": cfg.domain, "subnet": net(g[0]), "subnet6": net(g[1]),
+                **({"extra_domains": extra} if extra else {})}),
             opts=self.moved(args, _DYNAMIC, depends_on=[sink]))
         proxy = PackageProxy(f"{name}-proxy", **svc, opts=self.moved(args, _DYNAMIC))
         ssh_key = KeyPair(f"{name}-ssh-key", "ed25519", opts=self.moved(args, _DYNAMIC))

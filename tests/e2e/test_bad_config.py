@@ -18,7 +18,7 @@ def stack(tmp_path_factory):
 
 
 def _with(changes: dict) -> dict:
-    config = dict(local_stack.config())
+    config = dict(local_stack.single_domain())
     config.update({f"bulletproof-mail:{k}": v for k, v in changes.items()})
     return config
 

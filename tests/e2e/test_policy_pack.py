@@ -17,7 +17,7 @@ def make_stack(tmp_path_factory):
     made = []
 
     def make(name_prefix: str, **changes) -> stack_fixture.Stack:
-        config = dict(local_stack.config())
+        config = dict(local_stack.single_domain())
         config.update({f"bulletproof-mail:{k}": v for k, v in changes.items()})
         s = stack_fixture.create(tmp_path_factory.mktemp("state"), config,
                                  name=f"{name_prefix}-{uuid.uuid4().hex[:6]}")

@@ -161,10 +161,24 @@ def _changed_resources(preview: str) -> set[str]:
     return changed
 
 
+def _primary_get(doc: dict, key: str):
+    """A key of the primary domain: its `domains:` entry, or the single-domain key."""
+    listed = doc["config"].get("bulletproof-mail:domains")
+    return listed[0][key] if listed else doc["config"][f"bulletproof-mail:{key}"]
+
+
+def _primary_set(doc: dict, key: str, value) -> None:
+    listed = doc["config"].get("bulletproof-mail:domains")
+    if listed:
+        listed[0][key] = value
+    else:
+        doc["config"][f"bulletproof-mail:{key}"] = value
+
+
 def test_make_preview_names_exactly_the_changed_resources_and_hides_secrets(stack, outs):
     original = stack.config_file.read_text()
     doc = stack.config()
-    doc["config"]["bulletproof-mail:dmarc_policy"] = "reject"
+    _primary_set(doc, "dmarc_policy", "reject")
     stack.write_config(doc)
     try:
         proc = subprocess.run(["make", "-s", "preview", f"STACK={stack.name}"], cwd=ROOT, env=stack.env,
@@ -195,7 +209,7 @@ def test_a_record_edited_by_hand_is_seen_by_refresh_and_restored_by_up(stack, ou
 def test_adding_a_user_previews_exactly_that_and_applies_without_a_new_host(stack, outs):
     doc = stack.config()
     carol = f"carol@{outs['domain']}"
-    doc["config"]["bulletproof-mail:users"].append({"address": carol, "quota_mb": 256})
+    _primary_set(doc, "users", [*_primary_get(doc, "users"), {"address": carol, "quota_mb": 256}])
     stack.write_config(doc)
     preview = stack.run("preview", "--diff").stdout
     summary = preview.split("Resources:")[-1]

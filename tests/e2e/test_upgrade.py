@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from tests import local_stack
 from tests.e2e import stack_fixture
 from tests.e2e.pulumi_cli import ROOT
 
@@ -56,7 +57,9 @@ def upgraded(tmp_path_factory):
     checkout = tmp_path_factory.mktemp("upgrade") / "bulletproof-mail"
     checkout.mkdir()
     _checkout_old(checkout)
-    stack = stack_fixture.create(tmp_path_factory.mktemp("state"), checkout=checkout)
+    # The old code knows one domain (the single-domain keys): the local default's primary.
+    stack = stack_fixture.create(tmp_path_factory.mktemp("state"), local_stack.single_domain(),
+                                 checkout=checkout)
     try:
         stack.timed("up (old code)", "up", "--yes", "--skip-preview")
         before = stack.outputs()

@@ -129,7 +129,8 @@ def test_only_the_login_ports_are_banned(host):
 
 def test_postfix_hostname_and_domain(host, expect):
     assert host.check_output("postconf -h myhostname") == expect["hostname"]
-    assert host.check_output("postconf -h virtual_mailbox_domains") == expect["domain"]
+    served = host.check_output("postconf -h virtual_mailbox_domains").replace(",", " ").split()
+    assert expect["domain"] in served  # and every other domain: test_mail_domains.py
 
 
 def test_postfix_check_is_clean(host):

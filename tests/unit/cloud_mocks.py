@@ -52,6 +52,13 @@ class Mocks(pulumi.runtime.Mocks):
                 outs.update(private_key=MOCK_DKIM_KEY, public_key=MOCK_DKIM_PUBLIC)
             elif inputs.get("algorithm") == "ed25519":
                 outs.update(private_key=MOCK_SSH_KEY, public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAImock")
+            elif args.typ.endswith(":Bridge"):  # the local backend's
+                outs.update(gateway="10.77.0.1/24", gateway6="fd00:77::1/64")
+            elif inputs.get("kind") == "dns":
+                outs.update(url="10.77.0.1:53", tsig_name="mock-key", tsig_algorithm="hmac-sha256",
+                            tsig_secret="bW9jaw==")
+            elif "purpose" in inputs:
+                outs.update(secret=f"mock-{inputs['purpose']}-secret")
             elif "account" in inputs:
                 outs.update(password="mock-mailbox-password", hash="{SHA512-CRYPT}$6$mock-hash")
         elif args.typ == "openstack:networking/port:Port":

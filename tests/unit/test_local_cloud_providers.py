@@ -45,3 +45,15 @@ def test_a_new_spec_never_rebuilds_the_container():
 
 def test_a_new_address_rebuilds_the_container():
     assert _MachineProvider().diff("id", HOST, {**HOST, "ipv4": "10.9.9.11/24"}).replaces == ["ipv4"]
+
+
+def test_another_mail_domain_is_a_zone_of_the_running_server(monkeypatch):
+    from localcloud import dns
+    seen = {}
+    monkeypatch.setattr(dns, "reconfigure", lambda state, zones: seen.update(zones=zones))
+    news = {**DNS, "zones": {**DNS["zones"], "extra_domains": ["brand.test"]}, "url": None}
+    diff = _ServiceProvider().diff("id", DNS, news)
+    assert diff.changes and not diff.replaces
+    _ServiceProvider().update("id", DNS, news)
+    origins = [z.origin for z in seen["zones"]]
+    assert origins[:2] == ["a.test", "brand.test"] and "elsewhere.test" in origins

@@ -42,3 +42,18 @@ def test_stack_key_may_change_every_zone_and_an_extra_key_only_its_grant():
 def test_bad_specs_are_refused_before_named_sees_them(zones, keys, message):
     with pytest.raises(DnsServerError, match=message):
         conf(zones, keys)
+
+
+def test_local_zones_serve_every_mail_domain_after_the_primary():
+    from localcloud.dns_config import local_zones
+    one = [z.origin for z in local_zones("a.test", "10.77.5.0/24", "fd00:5::/64", "10.77.5.1")]
+    two = [z.origin for z in local_zones("a.test", "10.77.5.0/24", "fd00:5::/64", "10.77.5.1",
+                                         extra_domains=("brand.test",))]
+    assert two == [one[0], "brand.test", *one[1:]]
+
+
+@pytest.mark.parametrize("domain", ["elsewhere.test", "dnsbl.test"])
+def test_a_mail_domain_may_not_be_a_zone_of_the_local_cloud_itself(domain):
+    from localcloud.dns_config import local_zones
+    with pytest.raises(DnsServerError, match="local cloud's own zones"):
+        local_zones("a.test", "10.77.5.0/24", "fd00:5::/64", "10.77.5.1", extra_domains=(domain,))

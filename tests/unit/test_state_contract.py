@@ -20,6 +20,8 @@ PICKLED = [
     ("components.dns_record", "DnsRecordProvider"),
     ("components.bootstrap", "_AgentRunProvider"),
     ("components.verification", "_VerificationProvider"),
+    ("components.keys", "_SecretProvider"),
+    ("components.mailbox_guard", "_MailboxGuardProvider"),
 ]
 
 
