@@ -12,6 +12,7 @@ import json
 import pathlib
 import pwd
 import re
+import smtplib
 import subprocess
 import sys
 import time
@@ -117,6 +118,94 @@ def test_outbound_mail_to_an_ipv6_only_mx_leaves_from_the_hosts_own_ipv6(stack, 
     finally:
         for name, rtype in (("v6", "MX"), ("mx6", "AAAA")):
             rfc2136.delete(server, int(port), tsig, "elsewhere.test", name, rtype)
+
+
+# --- several domains: each receives and signs its own mail; forwarding with SRS -----------------
+
+BRAND_USER, FORWARD, OUTSIDE = "carol@brand.test", "fwd@brand.test", "someone@elsewhere.test"
+
+
+def _at_sink(stack, subject: str, timeout: float = 60):
+    state = naming.stack_names(stack.name, ROOT).runtime_dir / "sink"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = next((m for m in sink.messages(state) if subject.encode() in m.raw), None)
+        if found:
+            return found
+        time.sleep(1)
+    return None
+
+
+def _signer(raw: bytes) -> str:
+    """d= of the message's (first) DKIM signature."""
+    header = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode(errors="replace")
+    found = re.search(r"DKIM-Signature:.*?\bd=([^;\s]+)", header, re.S | re.I)
+    return found.group(1) if found else ""
+
+
+def _lookup(outs: dict):
+    from agent.checks_dns import Lookup
+    server, port = outs["dns_server"].split(":")
+    return Lookup(server, int(port))
+
+
+def _gateway(outs: dict) -> str:
+    """This machine's address on the stack's bridge: an outside MTA to the host."""
+    return str(ipaddress.ip_network(f"{outs['host_ipv4']}/24", strict=False)[1])
+
+
+def _inbound(outs: dict, sender: str, rcpt: str, subject: str) -> None:
+    """One message to port 25 as an outside MTA would send it."""
+    body = (f"From: {sender or 'MAILER-DAEMON@elsewhere.test'}\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@elsewhere.test>\r\n\r\nfrom outside\r\n").encode()
+    with mailclient.smtp_in(outs["host_ipv4"], _gateway(outs)) as s:
+        s.sendmail(sender, [rcpt], body)
+
+
+def test_each_domain_receives_mail_and_signs_its_own_with_its_own_key(stack, outs):
+    passwords, alice = outs["mail_passwords"], outs["test_user"]
+    assert BRAND_USER.rpartition("@")[2] in outs["mail_domains"]
+    into_brand, from_brand, out = (f"{k} {uuid.uuid4().hex[:8]}" for k in ("into", "from", "out"))
+    _send(outs, alice, outs["test_password"], BRAND_USER, into_brand)       # between the domains
+    _send(outs, BRAND_USER, passwords[BRAND_USER], alice, from_brand)
+    _send(outs, BRAND_USER, passwords[BRAND_USER], OUTSIDE, out)            # out through the sink
+    got = {s: mailclient.imap_find(outs["host_ipv4"], who, passwords[who], s)
+           for who, s in ((BRAND_USER, into_brand), (alice, from_brand))}
+    sent = _at_sink(stack, out)
+    assert got[into_brand] and got[from_brand] and sent, "a message never arrived"
+    for raw, domain in ((got[into_brand], outs["domain"]), (got[from_brand], "brand.test"),
+                        (sent.raw, "brand.test")):
+        assert _signer(raw) == domain
+        assert dkim.verify(raw, dnsfunc=_dns_txt(outs)), f"dkimpy rejects {domain}'s signature"
+
+
+def test_mail_forwarded_to_another_domain_gets_an_srs_sender_that_passes_spf_and_our_signature(stack, outs):
+    from agent import spf
+    subject = f"forwarded {uuid.uuid4().hex[:8]}"
+    _inbound(outs, "writer@elsewhere.test", FORWARD, subject)
+    found = _at_sink(stack, subject)
+    assert found is not None, "the forwarded message never reached the sink"
+    assert found.rcpt_tos == [OUTSIDE]
+    local, _, srs_domain = found.mail_from.rpartition("@")
+    assert local.startswith("SRS0=") and local.endswith("=elsewhere.test=writer"), found.mail_from
+    assert srs_domain == outs["domain"]
+    # At the receiver: the envelope sender's SPF names the address the message came from.
+    assert found.peer in (outs["host_ipv4"], outs["host_ipv6"])
+    assert spf.evaluate(_lookup(outs), srs_domain, outs["host_ipv4"]).verdict == "pass"
+    assert _signer(found.raw) == outs["domain"]
+    assert dkim.verify(found.raw, dnsfunc=_dns_txt(outs)), "dkimpy rejects the forwarder's signature"
+    stack.srs_sender = found.mail_from
+
+
+def test_a_bounce_to_the_srs_sender_goes_back_to_the_original_sender(stack, outs):
+    srs = getattr(stack, "srs_sender", None)
+    assert srs, "the forwarding test found no SRS sender"
+    subject = f"bounce {uuid.uuid4().hex[:8]}"
+    _inbound(outs, "", srs, subject)
+    found = _at_sink(stack, subject)
+    assert found is not None and found.rcpt_tos == ["writer@elsewhere.test"], found
+    with pytest.raises(smtplib.SMTPRecipientsRefused):  # a forged SRS address is not ours
+        _inbound(outs, "", "SRS0=xxxx=AB=elsewhere.test=writer@" + outs["domain"], subject)
 
 
 def test_the_exported_state_holds_the_tsig_secret_only_as_ciphertext(stack):
