@@ -23,6 +23,7 @@ TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "
 _ENTRY_KEYS = ("name", "dkim_selector", "dmarc_policy", "dmarc_rua", "catch_all", "previous_name",
                "dns", "users", "aliases")
 _EXAMPLE = "domains: [{name: example.no, users: [{address: alice@example.no}]}]"
+LOCAL_CLOUD_ZONES = ("elsewhere.test", "dnsbl.test")  # localcloud/dns_config.local_zones' own
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,9 @@ def _own_checks(c: Checker, d: MailDomain, i: int, where, ours: set[str], is_loc
     if d.previous_name is not None and d.previous_name in ours:
         c.err(where(i, "previous_name"), f"{d.previous_name!r} is still one of the domains; a rename "
                                          f"names the domain this one was before, no longer listed")
+    if is_local and d.name in LOCAL_CLOUD_ZONES:
+        c.err(where(i, "name"), f"{d.name!r} is one of the local cloud's own zones (the rest of the "
+                                f"internet, the test DNSBL); name the mail domain otherwise, e.g. brand.test")
     if d.dns is not None and is_local:
         c.err(where(i, "dns"), "the local stack's own DNS server holds every local domain; remove it")
     elif d.dns is not None and d.dns.backend == "rfc2136" and d.name not in (dns_secrets or {}):

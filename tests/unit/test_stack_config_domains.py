@@ -74,6 +74,8 @@ def test_a_domain_without_mailboxes_is_kept_for_its_aliases_and_catch_all():
     ([PRIMARY, {**BRAND, "name": "Not A Domain"}], "domains[1].name: 'Not A Domain' is not a domain name"),
     ([PRIMARY, {**BRAND, "previous_name": "bulletproof.test"}],
      "domains[1].previous_name: 'bulletproof.test' is still one of the domains"),
+    ([PRIMARY, {**BRAND, "name": "elsewhere.test", "users": [], "aliases": {}}],
+     "domains[1].name: 'elsewhere.test' is one of the local cloud's own zones"),
     ([PRIMARY, {**BRAND, "dns": {"backend": "rfc2136", "server": "192.0.2.53:53", "tsig_name": "k"}}],
      "domains[1].dns: the local stack's own DNS server holds every local domain"),
 ])
