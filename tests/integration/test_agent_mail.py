@@ -469,6 +469,44 @@ def _new_pem() -> str:
         serialization.NoEncryption()).decode()
 
 
+# --- several domains -------------------------------------------------------------------
+def _with_domain(host, name: str, moved_from: str | None = None) -> dict:
+    """The module's spec plus a second domain `name` with carol's mailbox (its own DKIM key)."""
+    from agent import example
+    spec = json.loads(json.dumps(host.spec))
+    spec["users"].append({"address": f"carol@{name}", "quota_mb": 100,
+                          "password_hash": example.password_hash(password(f"carol@{name}"))})
+    spec["domains"] = [{"name": spec["domain"], "dkim_selector": spec["dkim"]["selector"]},
+                       {"name": name, "dkim_selector": "s1", "private_key_pem": example.dkim_key(1024)}]
+    if moved_from:
+        spec["mailbox_moves"] = [{"from": moved_from, "to": name}]
+    return spec
+
+
+def test_a_renamed_domain_keeps_its_mail_and_serves_it_under_the_new_name(host):
+    subject = f"before the rename {uuid.uuid4().hex[:8]}"
+    try:
+        rc, report, _, _ = host.apply(_with_domain(host, "old.test"), run_id="itest-domain-old")
+        assert rc == 0, report
+        with smtp(host) as s:
+            s.sendmail(OUTSIDER, ["carol@old.test"], message(OUTSIDER, "carol@old.test", subject))
+        assert imap_fetch(host, "carol@old.test", subject) is not None
+        renamed = _with_domain(host, "new.test", moved_from="old.test")
+        rc, report, _, _ = host.apply(renamed, run_id="itest-domain-renamed")
+        assert rc == 0, report
+        moves = next(s for s in report["steps"] if s["name"] == "mailbox_moves")
+        assert moves["changed"] and "old.test" in moves["detail"], moves
+        assert host.run(f"test -e {MAIL_DIR}/old.test")[0] != 0
+        # Same mailbox, same message, under the new address (Dovecot's UIDs moved with it).
+        assert imap_fetch(host, "carol@new.test", subject) is not None
+        rc, report, _, _ = host.apply(renamed, run_id="itest-domain-again")  # done once only
+        assert rc == 0 and not next(s for s in report["steps"] if s["name"] == "mailbox_moves")["changed"]
+    finally:
+        rc, report, _, _ = host.apply(host.spec, run_id="itest-domain-restore")
+        assert rc == 0, report
+        host.run(f"rm -rf {MAIL_DIR}/new.test {MAIL_DIR}/old.test")
+
+
 # --- apply behaviour -------------------------------------------------------------------
 def test_second_apply_reports_zero_changes_and_restarts_nothing(host):
     pid_before = host.run("systemctl show -p MainPID --value dovecot")[1]
