@@ -64,3 +64,35 @@ def test_non_local_stack_without_passphrase_is_refused_by_name():
 ], ids=["alias-pipe", "double-dot", "dnsbl-weight-0", "rua-injection"])
 def test_what_the_host_refused_fails_preview_before_any_resource(stack, changes, line):
     test_bad_value_fails_preview_with_one_line_and_touches_nothing(stack, changes, line)
+
+
+def test_bad_domains_fail_preview_with_one_line_each_before_any_resource(stack):
+    """Issue 13's four at once: a domain listed twice, a user outside every domain, an alias to
+    a mailbox that does not exist, an alias loop. One preview reports all of them."""
+    doc = stack.config()
+    whole = dict(local_stack.config())
+    primary, brand = (dict(d) for d in whole["bulletproof-mail:domains"])
+    brand.update(users=[{"address": "carol@brand.test"}, {"address": "mallory@elsewhere.test"}],
+                 aliases={"hello@brand.test": ["ghost@brand.test"], "a@brand.test": ["b@brand.test"],
+                          "b@brand.test": ["a@brand.test"]})
+    doc["config"] = {**whole, "bulletproof-mail:domains": [primary, brand, dict(primary)]}
+    stack.write_config(doc)
+    preview = stack.run("preview", check=False)
+    text = preview.stdout + preview.stderr
+    assert preview.returncode != 0 and "Traceback" not in text
+    for line in ("domains[2].name: 'bulletproof.test' is listed twice",
+                 "domains[1].users[1].address: 'mallory@elsewhere.test' is not an address in domain 'brand.test'"):
+        assert any(line in row for row in text.splitlines()), (line, text)
+    exported = json.loads(stack.run("stack", "export").stdout)
+    assert not exported["deployment"].get("resources"), exported
+    # The alias rules are judged on valid users only (a bad user is reported already): with
+    # mallory gone, the ghost target and the loop get their lines.
+    brand["users"] = [{"address": "carol@brand.test"}]
+    doc["config"] = {**whole, "bulletproof-mail:domains": [primary, brand]}
+    stack.write_config(doc)
+    preview = stack.run("preview", check=False)
+    text = preview.stdout + preview.stderr
+    assert preview.returncode != 0
+    for line in ("domains[1].aliases['hello@brand.test'][0]: 'ghost@brand.test' is neither a mailbox nor an alias of brand.test",
+                 "domains[1].aliases['a@brand.test']: forwards in a loop (a@brand.test -> b@brand.test -> a@brand.test)"):
+        assert any(line in row for row in text.splitlines()), (line, text)
