@@ -6,6 +6,8 @@ Norwegian regions it knows and its policy-pack facts.
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +57,9 @@ def domain_dns(stack_dns: DnsTarget, domain, secrets: dict) -> DnsTarget:
                     else dataclasses.replace(settings, zone=domain.name))
         return DnsTarget(stack_dns.backend, settings, domain.name, url=stack_dns.url)
     given = secrets.get("domain_dns_secrets")
-    secret = (pulumi.Output.from_input(given).apply(lambda all_: (all_ or {}).get(domain.name))
+    # A structured secret reaches the program as its JSON text.
+    secret = (pulumi.Output.from_input(given).apply(
+        lambda all_: (json.loads(all_) if isinstance(all_, str) else all_ or {}).get(domain.name))
               if given is not None else None)
     name, settings = domain.dns.backend, domain.dns.settings
     target = backends.dns(name).target(settings, {"dns_tsig_secret": secret})

@@ -41,7 +41,8 @@ def single():
 @pytest.fixture(scope="module")
 def several():
     cfg = _several(cm.load(cm.openstack_raw()))
-    mocks, seen = cm.run(cfg, secrets={"domain_dns_secrets": {PARTNER: "cGFydG5lcg=="}})
+    # as the program gets it: a structured secret is its JSON text
+    mocks, seen = cm.run(cfg, secrets={"domain_dns_secrets": json.dumps({PARTNER: "cGFydG5lcg=="})})
     return cfg, mocks, seen
 
 
