@@ -79,7 +79,7 @@ retention of ``restic forget`` (each >= 0, one at least > 0).
      "tls_key_pem": "-----BEGIN PRIVATE KEY-----...",   # only with tls.mode == "provided"
      "dqs_key": "...",                  # Spamhaus DQS key, for sites with "dqs": true
      "dkim_keys": {"brand.test": "-----BEGIN PRIVATE KEY-----..."},  # every domain but the first
-     "srs_secret": "...",               # postsrsd's; absent: aliases forward without SRS
+     "srs_secret": "...",               # postsrsd's; absent: the one its Debian package made
      "backup_password": "...",          # with a backup section: encrypts the repository
      "backup_env": {"AWS_ACCESS_KEY_ID": "...", "AWS_SECRET_ACCESS_KEY": "..."}}  # optional
          # the backend's variables; for rest: RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD

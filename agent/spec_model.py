@@ -174,7 +174,7 @@ class Spec:
     ssh: Ssh = field(default_factory=Ssh)  # absent in a spec: the defaults
     domains: tuple[MailDomain, ...] = ()   # every domain, the primary first (load fills it)
     mailbox_moves: tuple[tuple[str, str], ...] = ()  # (from domain, to domain): renamed domains
-    srs_secret: str | None = None          # secret: postsrsd's; None: forwarding without SRS
+    srs_secret: str | None = None          # secret: postsrsd's; None: the one Debian's package made
 
     @property
     def domain_names(self) -> tuple[str, ...]:
