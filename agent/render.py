@@ -7,6 +7,7 @@ live copy (prefix = "") is swapped in.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -224,7 +225,6 @@ def forwarding(spec: Spec) -> tuple[list[tuple[str, list[str]]], dict[str, str]]
     def route(target: str) -> str:
         if target.rpartition("@")[2] in ours:
             return target
-        import hashlib
         fwd = f"fwd-{hashlib.sha256(target.encode()).hexdigest()[:16]}@{FORWARD_DOMAIN}"
         outside[fwd] = target
         return fwd

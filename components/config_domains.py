@@ -9,6 +9,7 @@ nothing forwards in a loop.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -146,6 +147,11 @@ def read_domains(c: Checker, key: str, value):
     return tuple(out)
 
 
+def _cloudflare_zone_id(c: Checker, key: str, value):
+    from components.dns import cloudflare
+    return next(k for k in cloudflare.BACKEND.keys if k.name == "cloudflare_zone_id").read(c, key, value)
+
+
 def _domain_dns(c: Checker, path: str, value, name: str) -> DomainDns | None:
     """A domain's own zone: `{backend: rfc2136, server, tsig_name, tsig_algorithm, zone}` (its TSIG
     secret in domain_dns_secrets) or `{backend: cloudflare, zone_id}` (the provider's token)."""
@@ -158,10 +164,8 @@ def _domain_dns(c: Checker, path: str, value, name: str) -> DomainDns | None:
         return None
     if value["backend"] == "cloudflare":
         c.no_unknown(value, ("backend", "zone_id"), path)
-        zone_id = value.get("zone_id")
-        if not (isinstance(zone_id, str) and len(zone_id) == 32 and all(x in "0123456789abcdef" for x in zone_id)):
-            c.err(f"{path}.zone_id", f"{zone_id!r} is not a Cloudflare zone ID; copy the 32 hex digits "
-                                     f"of 'Zone ID' from the zone's overview page")
+        zone_id = _cloudflare_zone_id(c, f"{path}.zone_id", value.get("zone_id"))  # cloudflare's own rule
+        if zone_id is None:
             return None
         return DomainDns("cloudflare", cloudflare.Settings(zone_id=zone_id, zone=name))
     c.no_unknown(value, ("backend", "server", "tsig_name", "tsig_algorithm", "zone"), path)
@@ -258,7 +262,7 @@ def check(c: Checker, domains: tuple[MailDomain, ...], shorthand: bool, is_local
             else:
                 users.append(u)
         all_users += users
-        cleaned.append(_replace(d, users=tuple(users)))
+        cleaned.append(dataclasses.replace(d, users=tuple(users)))
         _own_checks(c, d, i, where, seen, is_local, dns_secrets)
     if not all_users and not shorthand and domains:
         c.err("domains", f"no domain has a mailbox; give one at least, e.g. {_EXAMPLE}")
@@ -277,11 +281,6 @@ def check(c: Checker, domains: tuple[MailDomain, ...], shorthand: bool, is_local
         c.err("domain_dns_secrets", f"has a secret for {name!r}, which has no dns of its own; remove it "
                                     f"or give that domain a dns entry")
     return tuple(cleaned)
-
-
-def _replace(d: MailDomain, **changes) -> MailDomain:
-    from dataclasses import replace
-    return replace(d, **changes)
 
 
 def _user_problem(address, domain: str, ours: set[str]) -> str | None:
